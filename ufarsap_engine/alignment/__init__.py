@@ -1,0 +1,1 @@
+"""The alignment core: scoring across scales x horizons, the alignment state a(t)."""

@@ -1,0 +1,118 @@
+"""Calling the scoring hooks for every scale x horizon cell, and checking what comes back.
+
+The engine calls a plugin only for the cells its ``PluginInfo`` declares; cells nobody serves
+are absent from the result (masked, not faked). Every result is checked (one score per sample,
+finite, in range; spans inside the text); a bad result is the plugin's fault and is reported
+naming the plugin and hook.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from ufarsap_engine.plugin_host import PluginHost
+from ufarsap_engine.schemas import (
+    SCALES,
+    AlignmentState,
+    Horizon,
+    Sample,
+    ScaleScores,
+    Span,
+    TextBatch,
+)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Split ``text`` into sentence character spans (a simple, predictable rule)."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.start() > start:
+            spans.append((start, m.start()))
+        start = m.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return spans
+
+
+def make_sample(sample_id: str, text: str, **extra) -> Sample:
+    return Sample(sample_id=sample_id, text=text, sentences=sentence_spans(text), **extra)
+
+
+@dataclass
+class CellScores:
+    """All plugins' results for one batch at one horizon, keyed by (plugin, scale)."""
+
+    horizon: Horizon
+    batch: TextBatch
+    results: dict[tuple[str, str], ScaleScores] = field(default_factory=dict)
+
+    def paradigm_sample_scores(self, paradigm_of: dict[str, str]) -> dict[str, list[float | None]]:
+        """Per paradigm, each sample's mean score over the plugins and scales that scored it."""
+        n = len(self.batch)
+        sums: dict[str, list[float]] = {}
+        counts: dict[str, list[int]] = {}
+        for (plugin, _scale), res in self.results.items():
+            p = paradigm_of[plugin]
+            s, c = sums.setdefault(p, [0.0] * n), counts.setdefault(p, [0] * n)
+            for i, v in enumerate(res.sample_scores):
+                if v is not None:
+                    s[i] += v
+                    c[i] += 1
+        return {p: [s / c if c else None for s, c in zip(sums[p], counts[p])] for p in sums}
+
+    def flagged_spans(self) -> list[list[tuple[str, Span]]]:
+        """Per sample, every flagged span with the plugin that flagged it."""
+        out: list[list[tuple[str, Span]]] = [[] for _ in self.batch.samples]
+        for (plugin, _scale), res in self.results.items():
+            for i, spans in enumerate(res.spans or []):
+                out[i].extend((plugin, sp) for sp in spans)
+        return out
+
+
+def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> CellScores:
+    """Call every scale's scoring hook at ``horizon`` on the plugins that serve that cell."""
+    cells = CellScores(horizon=horizon, batch=batch)
+    for scale in SCALES:
+        hook = f"ufarsap_score_{scale}"
+        serving = [n for n, info in host.info.items() if info.serves(scale, horizon)]
+        if not serving:
+            continue
+        results = host.call(hook, only=serving, expect=ScaleScores, batch=batch, horizon=horizon, state=state)
+        for plugin, res in results.items():
+            problem = check_scores(res, batch, scale)
+            if problem:
+                host.fail(plugin, hook, problem)
+                continue
+            cells.results[(plugin, scale)] = res
+    # A plugin quarantined part-way through contributes nothing to this batch.
+    cells.results = {k: v for k, v in cells.results.items() if k[0] not in host.quarantined}
+    return cells
+
+
+def check_scores(res: ScaleScores, batch: TextBatch, scale: str) -> str | None:
+    """What is wrong with a scoring result, or ``None``."""
+    n = len(batch)
+    if len(res.sample_scores) != n:
+        return f"returned {len(res.sample_scores)} sample_scores for a batch of {n}"
+    if res.spans is not None:
+        if len(res.spans) != n:
+            return f"returned spans for {len(res.spans)} samples, batch has {n}"
+        for i, (spans, sample) in enumerate(zip(res.spans, batch.samples)):
+            for sp in spans:
+                if sp.end > len(sample.text):
+                    return f"span [{sp.start}, {sp.end}) of sample {i} is outside its text (length {len(sample.text)})"
+    if res.unit_scores is not None:
+        if len(res.unit_scores) != n:
+            return f"returned unit_scores for {len(res.unit_scores)} samples, batch has {n}"
+        for i, (units, sample) in enumerate(zip(res.unit_scores, batch.samples)):
+            want = max(1, len(sample.sentences))
+            if len(units) != want:
+                return f"returned {len(units)} unit_scores for sample {i}, which has {want} sentences"
+            bad = [u for u in units if not (math.isfinite(u) and 0.0 <= u <= 1.0)]
+            if bad:
+                return f"unit_scores of sample {i} hold {bad[0]}, not a finite number in [0, 1]"
+    return None

@@ -1,0 +1,44 @@
+"""What ``ufarsap-engine plugins`` shows: every installed plugin and whether it is enabled.
+
+Listing imports each plugin to read its metadata, one at a time and guarded, so a broken
+plugin shows up as a row with its error instead of breaking the command.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ufarsap_engine.config import DEFAULT_PLUGINS
+from ufarsap_engine.errors import PluginError
+from ufarsap_engine.plugin_host import PluginHost, installed_plugins
+
+
+def plugin_catalog(registry_url: str | None = None, scope: str = "default") -> list[dict[str, Any]]:
+    from ufarsap_registry import open_registry
+
+    with open_registry(registry_url) as reg:
+        active = reg.active_strategy(scope)
+    enabled = set(active.plugins) if active else set(DEFAULT_PLUGINS)
+    rows = []
+    entries = installed_plugins()
+    for name, entry in entries.items():
+        row: dict[str, Any] = {
+            "name": name, "paradigm": name.split(".")[0], "scales": [], "horizons": [], "description": "",
+            "distribution": entry.distribution, "version": entry.version, "target": entry.target,
+            "enabled": name in enabled, "enabled_by": (f"strategy {active.id}" if active else "default set")
+            if name in enabled else None, "error": None,
+        }
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                host = PluginHost([name], strict=True, trace=False, installed=entries)
+            info = host.info[name]
+            row.update(paradigm=info.paradigm.value, scales=[s.value for s in info.scales],
+                       horizons=[h.value for h in info.horizons], description=info.description)
+        except PluginError as exc:
+            row["error"] = exc.problem
+        except Exception as exc:  # listing must survive anything a plugin does
+            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        rows.append(row)
+    return rows

@@ -1,0 +1,358 @@
+"""The ``ufarsap-engine`` command line.
+
+Exit status: 0 success, 2 user error (bad flags, names, config, paths), 1 failure. Errors are
+one line on stderr, never a traceback for a user mistake (``UFARSAP_DEBUG=1`` shows tracebacks
+of unexpected failures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from ufarsap_engine import HOOK_CONTRACT_VERSION, __version__
+from ufarsap_engine.errors import EngineError, UserError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+REGISTRY_OPT = click.option("--registry", "registry_url", metavar="URL", envvar="UFARSAP_REGISTRY_URL",
+                            help="SQLAlchemy URL of the strategy registry (default: SQLite under ./strategies_db/; "
+                                 "env UFARSAP_REGISTRY_URL).")
+JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="ufarsap-engine")
+def cli() -> None:
+    """ufarsap-engine: train language models with alignment plugins across scales and horizons."""
+
+
+# --- run -------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML, YAML or JSON config file.")
+@click.option("--plugins", help="Comma list of plugin names; 'none' for plain LM training; 'no:NAME' excludes. "
+                                "Default: the registry's active strategy, else the documented default set.")
+@click.option("--data", help="Training data: .txt or .jsonl file, or a saved HF dataset dir (default: embedded corpus).")
+@click.option("--steps", type=int, help="Training steps.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--out", help="Run directory for metrics.jsonl, summary.json, checkpoints.")
+@REGISTRY_OPT
+@click.option("--tp", type=int, help="Tensor-parallel size.")
+@click.option("--pp", type=int, help="Pipeline-parallel size.")
+@click.option("--nproc", type=int, help="Processes to launch with torchrun on this node.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="cpu (gloo) or cuda (NCCL).")
+@click.option("--strict/--tolerant", "strict", default=None,
+              help="--strict (default): a failing plugin stops the run; --tolerant: it is quarantined and recorded.")
+@click.option("--no-train", "no_train", is_flag=True, default=None, help="Run the plugin hooks without a model update.")
+@click.option("--trace-plugins", is_flag=True, default=None, help="Log every hook call and result (or UFARSAP_TRACE_PLUGINS=1).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. train.lr=3e-4.")
+@JSON_OPT
+def run(config_path, plugins, data, steps, seed, out, registry_url, tp, pp, nproc, device, strict, no_train,
+        trace_plugins, sets, as_json) -> None:
+    """Train (or, with --no-train, score) with the selected alignment plugins."""
+    from ufarsap_engine.config import load_config
+    from ufarsap_engine.run import execute, prepare
+
+    cfg = load_config(
+        config_path, list(sets),
+        plugins=plugins.split(",") if plugins is not None else None, data=data, steps=steps, seed=seed,
+        out=out, registry=registry_url, tp=tp, pp=pp, nproc=nproc, device=device, strict_plugins=strict,
+        train_model=(False if no_train else None), trace_plugins=trace_plugins,
+    )
+    prepared = prepare(cfg)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]run"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), transient=as_json, disable=as_json, console=_stderr_console()) as bar:
+        task = bar.add_task("run", total=cfg.steps)
+        summary = execute(prepared, progress=lambda step: bar.update(task, completed=step))
+    if as_json:
+        _echo_json(summary)
+    else:
+        _print_summary(summary)
+
+
+def _stderr_console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"run {summary['run_id'][:8]} {summary['status']} ({summary['wall_time_s']} s)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("plugins", ", ".join(summary["plugins"]) or "(none)")
+    t.add_row("plugins chosen by", summary["plugins_source"])
+    t.add_row("strategy id", str(summary["strategy_id"]))
+    for k, v in summary["final_metrics"].items():
+        if v is not None:
+            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    Console().print(t)
+
+
+# --- plugins ---------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@REGISTRY_OPT
+@JSON_OPT
+def plugins(registry_url, as_json) -> None:
+    """List installed plugins: paradigm, scales x horizons, distribution, and whether enabled."""
+    from ufarsap_engine.catalog import plugin_catalog
+
+    rows = plugin_catalog(registry_url)
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="installed ufarsap-engine plugins")
+    for col in ("name", "paradigm", "scales", "horizons", "distribution", "version", "enabled"):
+        t.add_column(col)
+    for r in rows:
+        enabled = "yes" if r["enabled"] else "no"
+        if r.get("error"):
+            enabled = f"[red]broken: {r['error']}[/red]"
+        t.add_row(r["name"], r["paradigm"] or "?", ",".join(r["scales"]), ",".join(r["horizons"]),
+                  r["distribution"], r["version"], enabled)
+    Console().print(t)
+
+
+# --- registry --------------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def registry() -> None:
+    """Query and change the SQL strategy registry."""
+
+
+def _open(url):
+    from ufarsap_registry import open_registry
+    return open_registry(url)
+
+
+def _strategy_rows(records) -> list[dict]:
+    return [r.to_json_dict() for r in records]
+
+
+def _print_strategies(records) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table()
+    for col in ("id", "parent", "gen", "origin", "state", "lifecycle", "plugins", "scores"):
+        t.add_column(col)
+    for r in records:
+        scores = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.scores.items())[:4])
+        t.add_row(str(r.id), str(r.parent_id or ""), str(r.generation), r.origin, r.state, r.lifecycle,
+                  ",".join(r.plugins), scores)
+    Console().print(t)
+
+
+@registry.command("list", context_settings=CONTEXT)
+@REGISTRY_OPT
+@click.option("--state", help="candidate, running, complete or failed.")
+@click.option("--lifecycle", help="proposed, active, retired or rejected.")
+@click.option("--plugin", help="Only strategies that enable this plugin.")
+@click.option("--metric", help="Metric for --min/--max/--top.")
+@click.option("--min", "min_value", type=float, help="Keep strategies whose METRIC >= this.")
+@click.option("--max", "max_value", type=float, help="Keep strategies whose METRIC <= this.")
+@click.option("--top", "top_k", type=int, help="The top K strategies by METRIC.")
+@click.option("--ascending", is_flag=True, help="With --top: lowest first (for losses).")
+@click.option("--scope", help="Registry scope (default: all scopes).")
+@click.option("--limit", type=int, help="At most this many rows.")
+@JSON_OPT
+def registry_list(registry_url, state, lifecycle, plugin, metric, min_value, max_value, top_k, ascending, scope,
+                  limit, as_json) -> None:
+    """List strategies, filtered by state, lifecycle, plugin, metric thresholds, top-k."""
+    if (min_value is not None or max_value is not None or top_k is not None) and not metric:
+        raise UserError("--min, --max and --top need --metric NAME")
+    with _open(registry_url) as reg:
+        records = reg.list(state=state, lifecycle=lifecycle, plugin=plugin, metric=metric, min_value=min_value,
+                           max_value=max_value, top_k=top_k, order="asc" if ascending else "desc", scope=scope,
+                           limit=limit)
+    _echo_json(_strategy_rows(records)) if as_json else _print_strategies(records)
+
+
+@registry.command("show", context_settings=CONTEXT)
+@click.argument("strategy_id", type=int)
+@REGISTRY_OPT
+@JSON_OPT
+def registry_show(strategy_id, registry_url, as_json) -> None:
+    """Show one strategy with its scores, lineage and why it was integrated or rejected."""
+    with _open(registry_url) as reg:
+        rec = reg.get(strategy_id)
+        events = reg.lineage(strategy_id)
+    data = rec.to_json_dict()
+    data["lineage"] = [e.model_dump(mode="json") for e in events]
+    if as_json:
+        _echo_json(data)
+        return
+    for k, v in data.items():
+        if k != "lineage":
+            click.echo(f"{k:>14}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+    click.echo("       lineage:")
+    for e in events:
+        frm = f" from {e.from_strategy_id}" if e.from_strategy_id else ""
+        click.echo(f"                {e.at:%Y-%m-%d %H:%M:%S} {e.event}{frm} {json.dumps(e.detail) if e.detail else ''}")
+
+
+@registry.command("best", context_settings=CONTEXT)
+@click.option("--metric", required=True, help="Metric to rank by.")
+@click.option("--lowest", is_flag=True, help="Lower is better (losses, flagged rates).")
+@click.option("--scope", default="default", show_default=True)
+@REGISTRY_OPT
+@JSON_OPT
+def registry_best(metric, lowest, scope, registry_url, as_json) -> None:
+    """The best strategy by one metric."""
+    with _open(registry_url) as reg:
+        rec = reg.best(metric, scope=scope, higher_is_better=not lowest)
+    if rec is None:
+        raise UserError(f"no strategy in scope '{scope}' has a score for metric '{metric}'")
+    _echo_json(rec.to_json_dict()) if as_json else _print_strategies([rec])
+
+
+@registry.command("lineage", context_settings=CONTEXT)
+@click.argument("strategy_id", type=int)
+@REGISTRY_OPT
+@JSON_OPT
+def registry_lineage(strategy_id, registry_url, as_json) -> None:
+    """The ancestry and descendants of a strategy, as a tree."""
+    with _open(registry_url) as reg:
+        ancestry = reg.ancestry(strategy_id)
+        descendants = reg.descendants(strategy_id)
+    if as_json:
+        _echo_json({"ancestry": _strategy_rows(ancestry), "descendants": _strategy_rows(descendants)})
+        return
+    from rich.console import Console
+    from rich.tree import Tree
+
+    def label(r):
+        return f"{r.id} [{r.origin}, gen {r.generation}, {r.lifecycle}] {','.join(r.plugins)}"
+
+    root = Tree(label(ancestry[0]))
+    node = root
+    for r in ancestry[1:]:
+        node = node.add(label(r))
+    by_parent: dict = {}
+    for r in descendants:
+        by_parent.setdefault(r.parent_id, []).append(r)
+
+    def grow(tree_node, sid):
+        for child in by_parent.get(sid, []):
+            grow(tree_node.add(label(child)), child.id)
+
+    grow(node, strategy_id)
+    Console().print(root)
+
+
+@registry.command("activate", context_settings=CONTEXT)
+@click.argument("strategy_id", type=int)
+@click.option("--reason", default="activated by hand", show_default=True)
+@REGISTRY_OPT
+@JSON_OPT
+def registry_activate(strategy_id, reason, registry_url, as_json) -> None:
+    """Make a strategy the active one (retires the current one); its plugins must be installed."""
+    from ufarsap_engine.plugin_host import installed_plugins
+
+    installed = installed_plugins()
+    with _open(registry_url) as reg:
+        rec = reg.get(strategy_id)
+        missing = [p for p in rec.plugins if p not in installed]
+        if missing:
+            raise UserError(f"strategy {strategy_id} needs plugins that are not installed: {', '.join(missing)}; "
+                            "nothing was changed")
+        rec = reg.activate(strategy_id, reason=reason)
+    _echo_json(rec.to_json_dict()) if as_json else click.echo(f"strategy {rec.id} is now active ({', '.join(rec.plugins)})")
+
+
+@registry.command("retire", context_settings=CONTEXT)
+@click.argument("strategy_id", type=int)
+@click.option("--reason", default="retired by hand", show_default=True)
+@REGISTRY_OPT
+def registry_retire(strategy_id, reason, registry_url) -> None:
+    """Retire a strategy (the scope then has no active strategy if it was the active one)."""
+    with _open(registry_url) as reg:
+        reg.retire(strategy_id, reason=reason)
+    click.echo(f"strategy {strategy_id} retired")
+
+
+@registry.command("upgrade", context_settings=CONTEXT)
+@REGISTRY_OPT
+def registry_upgrade(registry_url) -> None:
+    """Migrate the registry's schema to this engine's version (Alembic)."""
+    from ufarsap_registry import default_url, upgrade
+
+    old, new = upgrade(registry_url or default_url())
+    click.echo(f"registry schema: {old or '(empty)'} -> {new}")
+
+
+# --- version ---------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@JSON_OPT
+def version(as_json) -> None:
+    """Print the engine, hook-contract and key library versions."""
+    import importlib.metadata as md
+
+    libs = {}
+    for dist in ("torch", "megatron-core", "transformers", "pluggy", "pydantic", "sqlalchemy"):
+        try:
+            libs[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            libs[dist] = None
+    data = {"ufarsap_engine": __version__, "hook_contract": HOOK_CONTRACT_VERSION, "python": sys.version.split()[0], **libs}
+    if as_json:
+        _echo_json(data)
+    else:
+        for k, v in data.items():
+            click.echo(f"{k}: {v}")
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; turn errors into one line and an exit status."""
+    try:
+        cli.main(args=argv, prog_name="ufarsap-engine", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("ufarsap-engine: aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx else "ufarsap-engine"
+        click.echo(f"{cmd}: error: {exc.format_message()} (see `{cmd} --help`)", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"ufarsap-engine: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except EngineError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            click.echo(f"ufarsap-engine: error: {line}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("ufarsap-engine: interrupted", err=True)
+        return 130
+    except Exception as exc:  # a bug or an environment failure: one line, traceback on request
+        if os.environ.get("UFARSAP_DEBUG"):
+            traceback.print_exc()
+        first = (str(exc).splitlines() or [""])[0]
+        click.echo(f"ufarsap-engine: failed: {type(exc).__name__}: {first} (UFARSAP_DEBUG=1 shows the traceback)", err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

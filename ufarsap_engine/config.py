@@ -1,0 +1,137 @@
+"""The run configuration: one pydantic model, loaded from TOML/YAML and overridden by flags.
+
+Precedence: built-in defaults < config file < ``--set key=value`` < explicit CLI flags.
+Invalid values produce one line per problem naming the field (see :func:`validation_lines`).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ufarsap_engine.errors import UserError
+
+#: Plugins a run uses when neither ``--plugins`` nor the registry's active strategy says.
+DEFAULT_PLUGINS = ["reflect.crossparadigm", "safety.privacy", "safety.toxicity"]
+
+
+class ObjectiveConfig(BaseModel):
+    """Weights of the unified objective (Eq. 5); defaults are the paper's."""
+
+    model_config = ConfigDict(extra="forbid")
+    lambda_paradigm: float = Field(0.2, ge=0)
+    lambda_coord: float = Field(0.15, ge=0)
+    lambda_emerge: float = Field(0.05, ge=0)
+    eta_orch: float = Field(5e-5, gt=0)
+    eta_paradigm: float = Field(1e-4, gt=0)
+
+
+class RunConfig(BaseModel):
+    """Everything ``ufarsap-engine run`` needs. Field names are the config-file keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plugins: list[str] | None = Field(None, description="None: the registry's active strategy decides")
+    strict_plugins: bool = Field(True, description="False: quarantine a failing plugin instead of stopping")
+    plugin_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    data: str | None = Field(None, description="text/JSONL file or saved HF dataset; None: embedded corpus")
+    steps: int = Field(300, ge=1)
+    seed: int = Field(1234, ge=0)
+    out: str = "runs/latest"
+    registry: str | None = None
+    scope: str = Field("default", min_length=1, max_length=64)
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    nproc: int = Field(1, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    model: str = Field("tiny", description="model preset name")
+    model_overrides: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict, description="trainer settings (lr, batch ...)")
+    window_steps: int = Field(10, ge=1, description="steps in a medium-horizon window")
+    round_steps: int = Field(100, ge=1, description="steps in a long-horizon round")
+    batch_samples: int = Field(8, ge=1, description="samples scored per step in hook-only mode")
+    train_model: bool = Field(True, description="False: run the plugin hooks without a model update")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    trace_plugins: bool = False
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugin_list(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [p.strip() for p in v if p.strip()]
+
+
+def validation_lines(exc: ValidationError, source: str = "config") -> list[str]:
+    """One human line per validation problem: ``source: field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"{source}: {loc}: {msg}")
+    return lines
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {p}: {exc.__class__.__name__}: {exc}") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"config file {p} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a table/mapping at the top level")
+    return data
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set train.lr=3e-4`` -> nested dict; values parsed as JSON where possible."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got '{item}'")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for k, v in extra.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_config(path: str | None = None, sets: list[str] | None = None, **flags: Any) -> RunConfig:
+    """Build the run config; raises ``UserError`` with one line per invalid value."""
+    data: dict[str, Any] = read_config_file(path) if path else {}
+    data = _merge(data, parse_set(sets or []))
+    data.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError("\n".join(validation_lines(exc, path or "config"))) from None
