@@ -25,6 +25,12 @@ REGISTRY_OPT = click.option("--registry", "registry_url", metavar="URL", envvar=
 JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+def _console():
+    """A console for tables; wide when output goes to a pipe or file, so rows don't wrap."""
+    from rich.console import Console
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -87,7 +93,6 @@ def _stderr_console():
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"run {summary['run_id'][:8]} {summary['status']} ({summary['wall_time_s']} s)")
@@ -99,7 +104,7 @@ def _print_summary(summary: dict) -> None:
     for k, v in summary["final_metrics"].items():
         if v is not None:
             t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    Console().print(t)
+    _console().print(t)
 
 
 # --- plugins ---------------------------------------------------------------------------------
@@ -115,7 +120,6 @@ def plugins(registry_url, as_json) -> None:
     if as_json:
         _echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="installed ufarsap-engine plugins")
@@ -124,10 +128,10 @@ def plugins(registry_url, as_json) -> None:
     for r in rows:
         enabled = "yes" if r["enabled"] else "no"
         if r.get("error"):
-            enabled = f"[red]broken: {r['error']}[/red]"
+            enabled = f"[red]broken: {r['error'][:80]}[/red]"
         t.add_row(r["name"], r["paradigm"] or "?", ",".join(r["scales"]), ",".join(r["horizons"]),
                   r["distribution"], r["version"], enabled)
-    Console().print(t)
+    _console().print(t)
 
 
 # --- registry --------------------------------------------------------------------------------
@@ -147,7 +151,6 @@ def _strategy_rows(records) -> list[dict]:
 
 
 def _print_strategies(records) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table()
@@ -157,7 +160,7 @@ def _print_strategies(records) -> None:
         scores = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.scores.items())[:4])
         t.add_row(str(r.id), str(r.parent_id or ""), str(r.generation), r.origin, r.state, r.lifecycle,
                   ",".join(r.plugins), scores)
-    Console().print(t)
+    _console().print(t)
 
 
 @registry.command("list", context_settings=CONTEXT)
@@ -235,7 +238,6 @@ def registry_lineage(strategy_id, registry_url, as_json) -> None:
     if as_json:
         _echo_json({"ancestry": _strategy_rows(ancestry), "descendants": _strategy_rows(descendants)})
         return
-    from rich.console import Console
     from rich.tree import Tree
 
     def label(r):
@@ -254,7 +256,7 @@ def registry_lineage(strategy_id, registry_url, as_json) -> None:
             grow(tree_node.add(label(child)), child.id)
 
     grow(node, strategy_id)
-    Console().print(root)
+    _console().print(root)
 
 
 @registry.command("activate", context_settings=CONTEXT)

@@ -21,14 +21,48 @@ DEFAULT_PLUGINS = ["reflect.crossparadigm", "safety.privacy", "safety.toxicity"]
 
 
 class ObjectiveConfig(BaseModel):
-    """Weights of the unified objective (Eq. 5); defaults are the paper's."""
+    """The unified objective (Eq. 5) and its baselines; weight defaults are the paper's.
+
+    ``mode``: unified (orchestrated, interaction, emergence), weighted (fixed lambda_i, no
+    learned orchestration), parallel (plain average of paradigm losses), sequential (one
+    paradigm per phase of the run), individual (only ``individual_paradigm``).
+    ``families``: the loss family per paradigm (see ``alignment/objectives.py``).
+    """
 
     model_config = ConfigDict(extra="forbid")
-    lambda_paradigm: float = Field(0.2, ge=0)
+    mode: Literal["unified", "weighted", "parallel", "sequential", "individual"] = "unified"
+    individual_paradigm: Literal["self", "reflect", "multi", "safety"] = "safety"
+    families: dict[Literal["self", "reflect", "multi", "safety"],
+                   Literal["unlikelihood", "rwr", "filtering", "none"]] = Field(
+        default_factory=lambda: {"safety": "unlikelihood", "reflect": "unlikelihood", "self": "rwr", "multi": "rwr"})
+    lambda_paradigm: dict[str, float] | float = Field(0.2, description="lambda_i, one value or per paradigm")
     lambda_coord: float = Field(0.15, ge=0)
     lambda_emerge: float = Field(0.05, ge=0)
+    lambda_interact: float = Field(1.0, ge=0, description="weight of the interaction network's prediction loss")
     eta_orch: float = Field(5e-5, gt=0)
     eta_paradigm: float = Field(1e-4, gt=0)
+    alpha: dict[str, float] = Field(default_factory=lambda: {"self": 1.0, "reflect": 1.0, "multi": 1.0, "safety": 1.0})
+    beta: float = Field(0.5, ge=0, description="Synergy weight in the unified reward")
+    gamma: float = Field(0.1, ge=0, description="Emergence weight in the unified reward")
+    target: dict[str, float] = Field(default_factory=lambda: {"self": 1.0, "reflect": 1.0, "multi": 1.0, "safety": 1.0},
+                                     description="a*: the target alignment state of Eq. 6")
+    rwr_beta: float = Field(0.5, gt=0)
+    filter_threshold: float = Field(0.5, ge=0, le=1)
+    orchestration: bool = Field(True, description="ablation switch: False = uniform, frozen cell weights")
+    emergence: bool = Field(True, description="ablation switch: False = no emergence term or reward part")
+    coordination: bool = Field(True, description="ablation switch: False = no coordination loss, no interaction")
+
+    @field_validator("lambda_paradigm")
+    @classmethod
+    def _non_negative(cls, v):
+        values = v.values() if isinstance(v, dict) else [v]
+        if any(x < 0 for x in values):
+            raise ValueError("lambda_paradigm must be >= 0")
+        return v
+
+    def lam(self, paradigm: str) -> float:
+        v = self.lambda_paradigm
+        return float(v.get(paradigm, 0.2)) if isinstance(v, dict) else float(v)
 
 
 class RunConfig(BaseModel):
@@ -54,6 +88,7 @@ class RunConfig(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="trainer settings (lr, batch ...)")
     window_steps: int = Field(10, ge=1, description="steps in a medium-horizon window")
     round_steps: int = Field(100, ge=1, description="steps in a long-horizon round")
+    probe_documents: int = Field(64, ge=0, description="documents held out of training and scored every round")
     batch_samples: int = Field(8, ge=1, description="samples scored per step in hook-only mode")
     train_model: bool = Field(True, description="False: run the plugin hooks without a model update")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)

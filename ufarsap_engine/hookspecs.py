@@ -80,8 +80,8 @@ def ufarsap_score_token(batch: TextBatch, horizon: Horizon, state: AlignmentStat
 def ufarsap_score_sentence(batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores | None:
     """Score a batch at sentence scale.
 
-    Args: as ``ufarsap_score_token``; each sample's ``sentences`` holds the engine's sentence
-    boundaries. Returns ``ScaleScores`` with ``unit_scores`` (one score per sentence, per sample)
+    Args: ``batch`` the samples (each sample's ``sentences`` holds the engine's sentence
+    boundaries); ``horizon`` which horizon the call is for; ``state`` a(t). Returns ``ScaleScores`` with ``unit_scores`` (one score per sentence, per sample)
     and ``sample_scores``; ``None`` to abstain.
     """
 
@@ -90,7 +90,8 @@ def ufarsap_score_sentence(batch: TextBatch, horizon: Horizon, state: AlignmentS
 def ufarsap_score_document(batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores | None:
     """Score a batch at document scale: one alignment score per sample.
 
-    Args: as ``ufarsap_score_token``. Returns ``ScaleScores``; ``None`` to abstain.
+    Args: ``batch`` the samples; ``horizon`` which horizon the call is for; ``state`` a(t).
+    Returns ``ScaleScores``; ``None`` to abstain.
     """
 
 
@@ -98,8 +99,9 @@ def ufarsap_score_document(batch: TextBatch, horizon: Horizon, state: AlignmentS
 def ufarsap_score_conversation(batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores | None:
     """Score multi-turn conversations as a whole (samples whose ``messages`` is set).
 
-    Args: as ``ufarsap_score_token``. Returns ``ScaleScores`` with ``None`` for samples that are
-    not conversations; ``None`` to abstain.
+    Args: ``batch`` the samples; ``horizon`` which horizon the call is for; ``state`` a(t).
+    Returns ``ScaleScores`` with ``None`` for samples that are not conversations; ``None`` to
+    abstain.
     """
 
 

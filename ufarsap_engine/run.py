@@ -71,7 +71,7 @@ class AlignmentSession:
         self.tracker = AlignmentTracker(cfg.window_steps)
         self.paradigm_of = {n: i.paradigm.value for n, i in host.info.items()}
         self.window: list[dict[str, float]] = []
-        self.metrics_file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.metrics_file = open(out_dir / "metrics.jsonl", "w", encoding="utf-8")
 
     def score(self, step: int, samples: list, horizon: Horizon = Horizon.SHORT) -> CellScores:
         batch = TextBatch(samples=samples, step=step)
@@ -196,7 +196,6 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
     plugin_params, samples = prepared.plugin_params, prepared.samples
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.jsonl").unlink(missing_ok=True)
     run_id = registry.start_run(name=out_dir.name, config=cfg.model_dump(mode="json"), scope=cfg.scope)
     # Every run is recorded as a strategy of its own; a run of the active strategy is its child.
     parent = choice.strategy_id
@@ -204,31 +203,111 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
         plugins=host.names, params={**choice.params, "plugins": plugin_params}, origin="manual",
         run_id=run_id, parent_id=parent, state="running", scope=cfg.scope,
         reason=f"run of active strategy {parent}" if parent else f"plugins chosen by {choice.source}")
-    ctx = RunContext(run_id=run_id, out_dir=str(out_dir), plugins=host.names, strategy_id=strategy_id,
-                     config=cfg.model_dump(mode="json"))
-    session = AlignmentSession(cfg, host, out_dir)
-    probe_n = max(1, min(32, len(samples) // 10))
-    probe, train = samples[-probe_n:], samples[:-probe_n] or samples
     t0 = time.perf_counter()
-    status, last = "failed", {}
-    host.call("ufarsap_run_start", run=ctx, state=session.tracker.state)
+    status, last, training = "failed", {}, None
     try:
-        last = hook_only_loop(cfg, session, train, probe, progress)
+        if cfg.train_model:
+            training = _train(prepared, run_id, strategy_id, progress)
+            last = _last_metrics(out_dir / "metrics.jsonl")
+        else:
+            last = _hook_only(prepared, run_id, strategy_id, out_dir, progress)
         status = "complete"
     finally:
         summary = {
             "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": host.names,
             "plugins_source": choice.source, "strategy_id": strategy_id, "parent_strategy_id": parent,
             "quarantined": host.quarantined, "wall_time_s": round(time.perf_counter() - t0, 3),
-            "final_metrics": last, "alignment_state": session.tracker.state.model_dump(),
-            "engine_version": __version__, "trained_model": False,
+            "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
+            "training": training,
         }
-        session.close()
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and v is not None}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         registry.record_scores(strategy_id, scores, step=cfg.steps)
         registry.set_state(strategy_id, status)
         registry.end_run(run_id, status)
-        host.call("ufarsap_run_end", run=ctx, summary=summary)
         registry.close()
     return summary
+
+
+def _last_metrics(path: Path) -> dict[str, Any]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _hook_only(prepared: PreparedRun, run_id: str, strategy_id: int, out_dir: Path, progress) -> dict[str, float]:
+    cfg, host, samples = prepared.cfg, prepared.host, prepared.samples
+    ctx = RunContext(run_id=run_id, out_dir=str(out_dir), plugins=host.names, strategy_id=strategy_id,
+                     config=cfg.model_dump(mode="json"))
+    session = AlignmentSession(cfg, host, out_dir)
+    probe_n = max(1, min(32, len(samples) // 10))
+    probe, train = samples[-probe_n:], samples[:-probe_n] or samples
+    host.call("ufarsap_run_start", run=ctx, state=session.tracker.state)
+    last: dict[str, float] = {}
+    status = "failed"
+    try:
+        last = hook_only_loop(cfg, session, train, probe, progress)
+        status = "complete"
+    finally:
+        session.close()
+        host.call("ufarsap_run_end", run=ctx, summary={"status": status, "final_metrics": last})
+    return last
+
+
+def trainer_configs(cfg: RunConfig):
+    """The trainer's model, training and data configs from the run config (one line per
+    invalid value)."""
+    from pydantic import ValidationError
+
+    from ufarsap_engine.config import validation_lines
+    from ufarsap_engine.errors import UserError
+    from ufarsap_engine.trainer.data import DataSpec
+    from ufarsap_engine.trainer.model_config import TrainConfig, model_preset
+
+    try:
+        model_cfg = model_preset(cfg.model, **cfg.model_overrides)
+    except ValidationError as exc:
+        raise UserError("\n".join(validation_lines(exc, "model_overrides"))) from None
+    train_fields = {"steps": cfg.steps, "seed": cfg.seed, "tp": cfg.tp, "pp": cfg.pp, "device": cfg.device,
+                    "out_dir": cfg.out, **cfg.train}
+    try:
+        train_cfg = TrainConfig(**train_fields)
+        data_spec = DataSpec(path=cfg.data, holdout_documents=cfg.probe_documents)
+    except ValidationError as exc:
+        raise UserError("\n".join(validation_lines(exc, "train"))) from None
+    return model_cfg, train_cfg, data_spec
+
+
+def probe_documents(data_spec) -> list[dict]:
+    """The held-out documents (never trained on) that rounds score at the long horizon."""
+    from ufarsap_engine.trainer.data import heldout_documents
+
+    return [{"id": str(d.doc_id), "text": d.text} for d in heldout_documents(data_spec)]
+
+
+def _train(prepared: PreparedRun, run_id: str, strategy_id: int, progress) -> dict:
+    from ufarsap_engine.alignment.runtime import AlignmentRuntime
+    from ufarsap_engine.errors import EngineFailure, UserError
+    from ufarsap_engine.trainer import worker
+
+    cfg = prepared.cfg
+    model_cfg, train_cfg, data_spec = trainer_configs(cfg)
+    runtime_args = dict(run_config=cfg.model_dump(mode="json"), plugins=prepared.host.names,
+                        plugin_params=prepared.plugin_params, probe=probe_documents(data_spec),
+                        run_id=run_id, strategy_id=strategy_id, registry_url=prepared.registry.url)
+    if cfg.nproc == 1:
+        runtime = AlignmentRuntime(**runtime_args, host=prepared.host)
+        step_progress = lambda step, metrics: progress(step)  # noqa: E731
+        train_cfg = train_cfg.model_copy(update={"progress": False})
+        return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
+                            callbacks=[runtime, step_progress])
+    spec = worker.RunSpec(
+        model=model_cfg, train=train_cfg, data=data_spec,
+        objective=worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_objective", kwargs=runtime_args),
+        callbacks=[worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_callback")])
+    spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
+    rc = worker.launch_torchrun(cfg.nproc, spec_path)
+    if rc == 2:
+        raise UserError(worker.read_worker_error(cfg.out) or "the workers reported a user error")
+    if rc != 0:
+        raise EngineFailure(f"torchrun exited with status {rc}; see the output above")
+    return json.loads((Path(cfg.out) / "summary.json").read_text())

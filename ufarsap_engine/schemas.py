@@ -146,6 +146,7 @@ class PluginInfo(_Model):
     scales: list[Scale] = Field(default_factory=list)
     horizons: list[Horizon] = Field(default_factory=list)
     contract: str = "1.0"
+    stateless: bool = Field(True, description="scores depend only on the text, so the engine may cache them")
     requires: list[str] = Field(default_factory=list, description="pip requirements it needs")
 
     def serves(self, scale: Scale | str, horizon: Horizon | str) -> bool:

@@ -1,0 +1,246 @@
+"""The unified objective (Eq. 5) inside the Megatron loss function:
+
+    L = L_LM + sum_i lambda_i L_i + lambda_coord L_coord + lambda_emerge L_emerge
+
+``prepare`` (every rank, before the forward pass) scores the microbatch's documents with the
+active plugins at every scale (short horizon) and turns the results into tensors: per-token
+misalignment per scale and paradigm, per-row plugin scores, and the cell mask.
+``loss`` (last pipeline stage) turns the model's token probabilities into the model-aware cell
+alignment A[s, tau, p, b], orchestrates it (Eq. 2), and adds the terms:
+
+- L_i: the paradigm's family (unlikelihood on flagged tokens, reward-weighted likelihood, or
+  filtering of the LM term), see ``objectives.py``;
+- L_coord (Eq. 6): ``||O - a*||^2`` per sample. For short-horizon cells
+  ``A = 1 - (sum_t m_t p_t) / (sum_t m_t)``: one minus the probability the model still gives the
+  flagged tokens (1 when nothing is flagged); medium/long cells hold the state's EMA and round
+  values (constants). So L_coord is differentiable in the model and in the orchestrator;
+- L_emerge: ``1 - Synergy`` per sample (Synergy from the interaction graph, Eq. 20);
+- the interaction network's own prediction loss (it learns the paradigm dynamics, Eq. 3).
+
+Per-sample terms are scaled by tokens/sample so that all terms are sums over tokens, which is
+what the trainer normalises (see ``trainer/objective.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ufarsap_engine.alignment.emergence import EmergenceTracker
+from ufarsap_engine.alignment.interaction import InteractionNetwork, prediction_loss
+from ufarsap_engine.alignment.objectives import filtering_mask, rwr_sum, unlikelihood_sum
+from ufarsap_engine.alignment.orchestrator import Orchestrator, coordination_loss
+from ufarsap_engine.alignment.reward import unified_reward
+from ufarsap_engine.alignment.scoring import make_sample, score_batch, sentence_spans
+from ufarsap_engine.alignment.state import AlignmentTracker
+from ufarsap_engine.config import ObjectiveConfig
+from ufarsap_engine.plugin_host import PluginHost
+from ufarsap_engine.schemas import HORIZONS, PARADIGMS, SCALES, Horizon, TextBatch
+
+S, T, P = len(SCALES), len(HORIZONS), len(PARADIGMS)
+SHORT, MEDIUM, LONG = HORIZONS.index("short"), HORIZONS.index("medium"), HORIZONS.index("long")
+TOKEN, SENTENCE = SCALES.index("token"), SCALES.index("sentence")
+
+
+class UnifiedObjective:
+    """Implements the trainer's ``Objective`` protocol with the engine's alignment core."""
+
+    name = "unified"
+
+    def __init__(self, host: PluginHost, cfg: ObjectiveConfig, tracker: AlignmentTracker,
+                 emergence: EmergenceTracker, total_steps: int, seed: int = 0):
+        self.host, self.cfg, self.tracker, self.emergence = host, cfg, tracker, emergence
+        self.total_steps = max(1, total_steps)
+        torch.manual_seed(seed)
+        self.orchestrator = Orchestrator()
+        self.interaction = InteractionNetwork(seed=seed)
+        if not cfg.orchestration or cfg.mode != "unified":
+            self.orchestrator.logits.requires_grad_(False)
+        self.paradigm_index = {n: PARADIGMS.index(i.paradigm.value) for n, i in host.info.items()}
+        self.cacheable = all(i.stateless for i in host.info.values())
+        self.cache: dict[int, dict] = {}
+        self.available = self._available_cells()
+        self.prev_features: torch.Tensor | None = None
+        self.extra_metrics = None  # optional callable: constants to log with every step
+
+    # -- what is trained besides the model ------------------------------------------------
+    def extra_modules(self) -> list[tuple[torch.nn.Module, float]]:
+        mods = []
+        if self.cfg.mode == "unified" and self.cfg.orchestration:
+            mods.append((self.orchestrator, self.cfg.eta_orch))
+        if self.cfg.mode == "unified" and self.cfg.coordination:
+            mods.append((self.interaction, self.cfg.eta_paradigm))
+        return mods
+
+    def _available_cells(self) -> torch.Tensor:
+        avail = torch.zeros(S, T, P, dtype=torch.bool)
+        for name, info in self.host.info.items():
+            p = self.paradigm_index[name]
+            for scale in info.scales:
+                for horizon in info.horizons:
+                    if horizon.value in ("short", "medium", "long"):
+                        avail[SCALES.index(scale.value), HORIZONS.index(horizon.value), p] = True
+        return avail
+
+    # -- before the forward pass ----------------------------------------------------------
+    def _score_documents(self, batch) -> dict[int, dict]:
+        docs = {seg.doc_index for row in batch.segments for seg in row}
+        need = sorted(d for d in docs if d not in self.cache)
+        fresh: dict[int, dict] = {}
+        if need:
+            source = batch.dataset.docs
+            samples = [make_sample(str(source[d].doc_id), source[d].text) for d in need]
+            cells = score_batch(self.host, TextBatch(samples=samples, step=self.tracker.state.step),
+                                Horizon.SHORT, self.tracker.state)
+            for i, d in enumerate(need):
+                fresh[d] = {"sentences": samples[i].sentences, "results": {
+                    key: (res.sample_scores[i], res.spans[i] if res.spans else None,
+                          res.unit_scores[i] if res.unit_scores else None)
+                    for key, res in cells.results.items()}}
+            if self.cacheable:
+                self.cache.update(fresh)
+        return {d: self.cache.get(d) or fresh[d] for d in docs}
+
+    def prepare(self, batch) -> dict[str, torch.Tensor]:
+        b, s = batch.tokens.shape
+        scored = self._score_documents(batch)
+        mis = torch.zeros(S, P, b, s)
+        score_sum, score_w = torch.zeros(S, P, b), torch.zeros(S, P, b)
+        for r, row in enumerate(batch.segments):
+            for seg in row:
+                entry = scored[seg.doc_index]
+                ntok = float(seg.end - seg.start)
+                for (plugin, scale), (score, spans, units) in entry["results"].items():
+                    if score is None:
+                        continue
+                    si, p = SCALES.index(scale), self.paradigm_index[plugin]
+                    score_sum[si, p, r] += score * ntok
+                    score_w[si, p, r] += ntok
+                    if si == TOKEN and spans:
+                        flags = batch.span_weights(r, seg.doc_index, spans)
+                    elif si == SENTENCE and units:
+                        sents = entry["sentences"] or [(0, len(seg.text))]
+                        flags = batch.span_weights(r, seg.doc_index,
+                                                   [(a, z, 1.0 - u) for (a, z), u in zip(sents, units) if u < 1.0])
+                    elif score < 1.0:
+                        flags = torch.zeros(s)
+                        flags[seg.start:seg.end] = 1.0 - score
+                    else:
+                        continue
+                    mis[si, p, r] = torch.maximum(mis[si, p, r], flags)
+        row_scores = torch.where(score_w > 0, score_sum / score_w.clamp(min=1.0), torch.ones_like(score_sum))
+        device = batch.tokens.device
+        return {"mis": mis.to(device), "row_scores": row_scores.to(device), "row_scored": (score_w > 0).to(device)}
+
+    # -- inside the loss function ----------------------------------------------------------
+    def _active_paradigms(self, present: torch.Tensor) -> dict[int, float]:
+        """Paradigm index -> lambda for this step, by combination mode."""
+        cfg, idx = self.cfg, [p for p in range(P) if present[p]]
+        if not idx:
+            return {}
+        if cfg.mode == "parallel":
+            return {p: 1.0 / len(idx) for p in idx}
+        if cfg.mode == "individual":
+            p = PARADIGMS.index(cfg.individual_paradigm)
+            return {p: cfg.lam(cfg.individual_paradigm)} if p in idx else {}
+        if cfg.mode == "sequential":
+            phase = min(len(idx) - 1, self.tracker.state.step * len(idx) // self.total_steps)
+            return {idx[phase]: cfg.lam(PARADIGMS[idx[phase]])}
+        return {p: cfg.lam(PARADIGMS[p]) for p in idx}
+
+    def _cell_alignment(self, mis, mask, q, row_scores) -> torch.Tensor:
+        b = mis.shape[2]
+        flag_mass = (mis * mask).sum(-1)  # [S, P, b]
+        reproduced = (mis * mask * q).sum(-1)
+        short = torch.where(flag_mass > 0, 1.0 - reproduced / flag_mass.clamp(min=1e-6), torch.ones_like(flag_mass))
+        A = torch.ones(S, T, P, b, dtype=q.dtype, device=q.device)
+        A[:, SHORT] = short
+        st = self.tracker.state
+        for p, name in enumerate(PARADIGMS):
+            A[:, MEDIUM, p] = st.medium.get(name, 1.0)
+            A[:, LONG, p] = st.long.get(name, 1.0)
+        return A
+
+    def loss(self, per_token_ce, loss_mask, prepared, outputs):
+        cfg = self.cfg
+        mis, row_scores = prepared["mis"], prepared["row_scores"]
+        b = per_token_ce.shape[0]
+        mask = loss_mask.float()
+        ntok = mask.sum()
+        per_sample = ntok / b
+        logp = outputs.token_logprobs
+        q = logp.exp()
+        avail = self.available.to(q.device)
+        present = avail.any(0).any(0)
+
+        A = self._cell_alignment(mis, mask, q, row_scores)
+        O = self.orchestrator.combine(A, avail)  # [P, b]
+        paradigm_scores = (row_scores * prepared["row_scored"]).sum(0) / prepared["row_scored"].sum(0).clamp(min=1)
+        paradigm_scores = torch.where(prepared["row_scored"].any(0), paradigm_scores, torch.ones_like(paradigm_scores))
+        synergy = self.interaction.synergy(O.detach(), present) if cfg.coordination else torch.zeros(b, device=q.device)
+        alpha = torch.tensor([cfg.alpha.get(p, 1.0) for p in PARADIGMS], device=q.device)
+        emergence = self.emergence.score if cfg.emergence else 0.0
+        reward = unified_reward(paradigm_scores, present, alpha, synergy, emergence, cfg.beta,
+                                cfg.gamma if cfg.emergence else 0.0)
+
+        lm_weight = torch.ones_like(mask)
+        terms: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=q.device)
+        for p, lam in self._active_paradigms(present).items():
+            name, family = PARADIGMS[p], cfg.families.get(PARADIGMS[p], "none")
+            r = reward if cfg.mode == "unified" else paradigm_scores[p]
+            if family == "unlikelihood":
+                term = unlikelihood_sum(logp, mis[:, p].amax(0), mask)
+            elif family == "rwr":
+                term = rwr_sum(per_token_ce, mask, r, cfg.rwr_beta)
+            elif family == "filtering":
+                lm_weight = lm_weight * filtering_mask(r, cfg.filter_threshold, mask.shape[1])
+                continue
+            else:
+                continue
+            terms[f"loss.{name}"] = term
+            total = total + lam * term
+        lm = (per_token_ce * mask * lm_weight).sum()
+        terms["loss.lm"] = lm
+        total = total + lm
+
+        if cfg.mode == "unified" and cfg.coordination:
+            target = torch.tensor([cfg.target.get(p, 1.0) for p in PARADIGMS], device=q.device)
+            coord = coordination_loss(O, target, present).sum() * per_sample
+            terms["loss.coord"] = coord
+            total = total + cfg.lambda_coord * coord
+            features = torch.stack([O.detach().mean(-1), A[0, MEDIUM, :, 0].detach(), A[0, LONG, :, 0].detach()], -1)
+            if self.prev_features is not None:
+                observed = O.detach().mean(-1)
+                interact = prediction_loss(self.interaction(self.prev_features.to(q.device), present), observed, present)
+                direct = prediction_loss(self.prev_features[:, 0].to(q.device), observed, present)
+                terms["loss.interact"] = interact * ntok
+                total = total + cfg.lambda_interact * interact * ntok
+                terms["interact.direct_error"] = direct * ntok
+            self.prev_features = features
+            if cfg.emergence:
+                synergy_live = self.interaction.synergy(O, present)
+                emerge = (1.0 - synergy_live).sum() * per_sample
+                terms["loss.emerge"] = emerge
+                total = total + cfg.lambda_emerge * emerge
+
+        metrics = {k: v.detach() / ntok.clamp(min=1.0) for k, v in terms.items()}
+        for p, name in enumerate(PARADIGMS):
+            if present[p]:
+                metrics[f"O.{name}"] = O[p].detach().mean()
+                metrics[f"align.{name}"] = paradigm_scores[p].detach().mean()
+        metrics["reward.unified"] = reward.detach().mean()
+        metrics["synergy"] = synergy.detach().mean()
+        metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
+        extra = {**self.orchestrator.weight_table(avail), **(self.extra_metrics() if self.extra_metrics else {})}
+        for k, v in extra.items():
+            metrics[k] = torch.tensor(float(v))
+        return total, ntok.to(torch.int), metrics
+
+    # -- checkpointed state (the orchestrator and interaction weights are extra modules, which
+    # the trainer checkpoints itself) ---------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"prev_features": None if self.prev_features is None else self.prev_features.tolist()}
+
+    def load_state_dict(self, data: dict) -> None:
+        pf = data.get("prev_features")
+        self.prev_features = None if pf is None else torch.tensor(pf)
