@@ -1,0 +1,124 @@
+"""Turning a URL into a configured SQLAlchemy engine, and connection failures into one line.
+
+SQLite: WAL (readers never block the writer), a 30 s busy timeout, foreign keys on, and our own
+``BEGIN`` so that write transactions take the write lock up front (``BEGIN IMMEDIATE``) and
+wait for it, instead of failing with "database is locked" when a read turns into a write.
+PostgreSQL: pre-ping (survives server restarts), a connect timeout, an application name that
+shows in ``pg_stat_activity``. Both: pooled connections are never reused across ``fork``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine, make_url
+
+from .errors import RegistryUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+#: Execution option that makes a SQLite transaction start with ``BEGIN IMMEDIATE``.
+SQLITE_BEGIN = "ufarsap_sqlite_begin"
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+
+
+def first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def unavailable(url: str | URL, reason: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"registry {display_url(url)} is unavailable: {reason}")
+
+
+def make_engine(url: str | URL) -> Engine:
+    """A configured engine; raises ``RegistryUnavailable`` for bad URLs or missing drivers."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise unavailable(url, "not a database URL (e.g. sqlite:///path/registry.sqlite or"
+                          " postgresql+psycopg://user:password@host/db)") from None
+    kwargs: dict[str, Any] = {}
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        if "application_name" not in parsed.query:
+            connect_args["application_name"] = "ufarsap-engine registry"
+        kwargs.update(pool_pre_ping=True, connect_args=connect_args)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except exc.NoSuchModuleError:
+        raise unavailable(
+            url, f"unknown database type {parsed.drivername!r} (use sqlite or postgresql+psycopg)"
+        ) from None
+    except ImportError as error:
+        raise unavailable(url, f"its database driver is not installed ({first_line(error)})") from None
+    except exc.ArgumentError as error:
+        raise unavailable(url, first_line(error)) from None
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    _guard_against_fork(engine)
+    return engine
+
+
+def check_connection(engine: Engine, url: str | URL) -> None:
+    """Connect once, so that an unreachable database fails here with a one-line message."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except exc.DBAPIError as error:
+        engine.dispose()
+        raise unavailable(url, first_line(error)) from None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _guard_against_fork(engine: Engine) -> None:
+    """SQLAlchemy's recipe: a forked child must not use its parent's pooled connections."""
+
+    @event.listens_for(engine, "connect")
+    def _remember_pid(_dbapi_conn: Any, record: Any) -> None:
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _check_pid(_dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if record.info.get("pid") != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise exc.DisconnectionError("connection was opened in another process")
+
+
+def write_engine(engine: Engine) -> Engine:
+    """The same engine (same pool), with SQLite write transactions starting IMMEDIATE."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    return engine
