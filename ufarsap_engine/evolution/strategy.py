@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.schemas import PARADIGMS, PLUGIN_NAME_RE
@@ -109,11 +109,13 @@ class Strategy(BaseModel):
     plugins: list[str] = Field(default_factory=list, description="active plugin names (a set; kept sorted)")
     plugin_params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                      description="per active plugin: thresholds, depths, agents ...")
-    lambdas: dict[ParadigmName, Weight] = Field(default_factory=dict, description="lambda_i per paradigm (Eq. 5)")
-    alphas: dict[ParadigmName, Weight] = Field(default_factory=dict, description="alpha_i per paradigm (Eq. 12)")
+    lambdas: dict[ParadigmName, Weight] = Field(default_factory=dict, validate_default=True,
+                                                description="lambda_i per paradigm (Eq. 5)")
+    alphas: dict[ParadigmName, Weight] = Field(default_factory=dict, validate_default=True,
+                                               description="alpha_i per paradigm (Eq. 12)")
     beta: Weight = Field(0.1, description="synergy weight (Eq. 12)")
     gamma: Weight = Field(0.05, description="emergence weight (Eq. 12)")
-    objectives: dict[ParadigmName, ObjectiveFamily] = Field(default_factory=dict,
+    objectives: dict[ParadigmName, ObjectiveFamily] = Field(default_factory=dict, validate_default=True,
                                                             description="training-signal family per paradigm")
     lambda_coord: Weight = 0.15
     lambda_emerge: Weight = 0.05
@@ -133,17 +135,19 @@ class Strategy(BaseModel):
         default = {"lambdas": DEFAULT_LAMBDA, "alphas": DEFAULT_ALPHA}.get(info.field_name)
         return {p: value.get(p, default if default is not None else DEFAULT_OBJECTIVES[p]) for p in PARADIGMS}
 
-    @model_validator(mode="after")
-    def _params_match_plugins(self) -> "Strategy":
+    @field_validator("plugin_params")
+    @classmethod
+    def _params_match_plugins(cls, value: dict[str, dict[str, Any]], info) -> dict[str, dict[str, Any]]:
+        plugins = info.data.get("plugins")
         problems: list[str] = []
-        for name, params in self.plugin_params.items():
-            if name not in self.plugins:
+        for name, params in value.items():
+            if plugins is not None and name not in plugins:
                 problems.append(f"plugin_params.{name}: names a plugin that is not in plugins")
-            for key, value in params.items():
-                _check_param(f"plugin_params.{name}.{key}", key, value, problems)
+            for key, v in params.items():
+                _check_param(f"plugin_params.{name}.{key}", key, v, problems)
         if problems:
             raise ValueError("\n".join(problems))
-        return self
+        return value
 
     # -- identity ---------------------------------------------------------------------------
     def to_registry(self) -> tuple[list[str], dict[str, Any]]:
@@ -195,9 +199,9 @@ def validation_lines(exc: ValidationError, source: str) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: {loc}: unknown field")
-        elif err["type"] == "value_error" and not loc:
-            text = msg.removeprefix("Value error, ")
-            lines.extend(f"{source}: {line}" for line in text.splitlines())
+        elif err["type"] == "value_error" and msg.removeprefix("Value error, ").startswith(loc + "."):
+            # multi-problem validators write full field paths, one problem a line
+            lines.extend(f"{source}: {line}" for line in msg.removeprefix("Value error, ").splitlines())
         else:
             lines.append(f"{source}: {loc or '(top level)'}: {msg.removeprefix('Value error, ')}")
     return lines
