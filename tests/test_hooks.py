@@ -204,7 +204,8 @@ def test_hook_ufarsap_step_end(ran):
     assert steps == [1, 2, 3, 4, 5, 6]
     metrics = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == steps and all("loss" in m for m in metrics)
-    assert all("state.short.reflect" in m for m in metrics)
+    assert all("align.reflect" in m for m in metrics)
+    assert all("state.short.reflect" in m for m in metrics[1:])  # a(t) as of the previous step
 
 
 def test_hook_ufarsap_window_end(ran):

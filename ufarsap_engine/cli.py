@@ -59,20 +59,22 @@ def cli() -> None:
 @click.option("--strict/--tolerant", "strict", default=None,
               help="--strict (default): a failing plugin stops the run; --tolerant: it is quarantined and recorded.")
 @click.option("--no-train", "no_train", is_flag=True, default=None, help="Run the plugin hooks without a model update.")
+@click.option("--evolve", is_flag=True, default=None,
+              help="Run adaptive evolution every round (settings: --set evolution.population_size=4 ...).")
 @click.option("--trace-plugins", is_flag=True, default=None, help="Log every hook call and result (or UFARSAP_TRACE_PLUGINS=1).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. train.lr=3e-4.")
 @JSON_OPT
 def run(config_path, plugins, data, steps, seed, out, registry_url, tp, pp, nproc, device, strict, no_train,
-        trace_plugins, sets, as_json) -> None:
+        evolve, trace_plugins, sets, as_json) -> None:
     """Train (or, with --no-train, score) with the selected alignment plugins."""
     from ufarsap_engine.config import load_config
     from ufarsap_engine.run import execute, prepare
 
     cfg = load_config(
         config_path, list(sets),
-        plugins=plugins.split(",") if plugins is not None else None, data=data, steps=steps, seed=seed,
+        plugins=([] if plugins.strip() == "none" else plugins.split(",")) if plugins is not None else None, data=data, steps=steps, seed=seed,
         out=out, registry=registry_url, tp=tp, pp=pp, nproc=nproc, device=device, strict_plugins=strict,
-        train_model=(False if no_train else None), trace_plugins=trace_plugins,
+        train_model=(False if no_train else None), trace_plugins=trace_plugins, evolve=evolve,
     )
     prepared = prepare(cfg)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -298,6 +300,28 @@ def registry_upgrade(registry_url) -> None:
 
     old, new = upgrade(registry_url or default_url())
     click.echo(f"registry schema: {old or '(empty)'} -> {new}")
+
+
+# --- evolution --------------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def evolution() -> None:
+    """Reports on adaptive evolution, read from the registry."""
+
+
+@evolution.command("report", context_settings=CONTEXT)
+@click.option("--run", "run_id", help="Only this evolution run (default: every run in the scope).")
+@click.option("--scope", default="default", show_default=True)
+@click.option("--out", "out_png", default="evolution.png", show_default=True, help="PNG of objective vs generation.")
+@REGISTRY_OPT
+@JSON_OPT
+def evolution_report(run_id, scope, out_png, registry_url, as_json) -> None:
+    """Discovery rate, effectiveness, generalisability (Table 2) and a plot of score vs generation."""
+    from ufarsap_engine.evolution import format_report, report
+
+    with _open(registry_url) as reg:
+        data = report(reg, run_id, out_png, scope=scope)
+    _echo_json(data) if as_json else click.echo(format_report(data))
 
 
 # --- version ---------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ class RunConfig(BaseModel):
     probe_documents: int = Field(64, ge=0, description="documents held out of training and scored every round")
     batch_samples: int = Field(8, ge=1, description="samples scored per step in hook-only mode")
     train_model: bool = Field(True, description="False: run the plugin hooks without a model update")
+    evolve: bool = Field(False, description="run an evolution round at every round boundary")
+    evolution: dict[str, Any] = Field(default_factory=dict, description="EvolutionConfig settings")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     trace_plugins: bool = False
 

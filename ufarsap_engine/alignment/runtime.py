@@ -1,13 +1,16 @@
-"""The alignment core as the trainer sees it: one objective and one callback per process.
+"""The alignment core around the steps: one objective and one callback per process.
 
 ``build_objective(**spec)`` is what each ``torchrun`` worker calls (through the run spec's
 ``module:callable`` reference); it loads the selected plugins in that process and keeps the
 runtime so that ``build_callback()`` (called next by the worker) shares the same state. In a
-single process, :class:`AlignmentRuntime` is built directly.
+single process, :class:`AlignmentRuntime` is built directly; the hook-only loop uses it too.
 
-Per step (the callback, every rank, same arguments): update a(t) from the reduced metrics,
-track emergence, call the plugins' ``step_end``/``window_end``/``round_end`` hooks, score the
-held-out probe set every round (long horizon), and (rank 0) heartbeat the registry.
+Per step (every rank, same arguments): update a(t) from the step's metrics, track emergence,
+call the plugins' ``step_end``/``window_end`` hooks, and (rank 0) heartbeat the registry.
+Per round: score the held-out probe set (long horizon), call ``round_end``, run an evolution
+round (rank 0, with ``evolve``), then re-read the registry's active strategy (with
+``follow_registry``) and switch plugins if it changed, so that ``registry activate`` from
+another shell, or a strategy integrated by evolution on another node, takes effect.
 """
 
 from __future__ import annotations
@@ -25,31 +28,53 @@ from ufarsap_engine.schemas import PARADIGMS, Horizon, RoundReport, RunContext, 
 _CURRENT: "AlignmentRuntime | None" = None
 
 
+def load_host(cfg: RunConfig, plugins: list[str], plugin_params: dict) -> PluginHost:
+    host = PluginHost(plugins, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None)
+    for name in host.names:
+        host.call("ufarsap_configure", only=[name], params=plugin_params.get(name, {}))
+    return host
+
+
+def _is_rank0() -> bool:
+    import torch.distributed as dist
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _on_rank0_then_share(fn):
+    """Run ``fn`` on rank 0 only and give its (picklable) result to every rank."""
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return fn()
+    box = [fn() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class AlignmentRuntime:
     name = "alignment"
 
     def __init__(self, run_config: dict, plugins: list[str], plugin_params: dict, probe: list[dict],
                  run_id: str = "", strategy_id: int | None = None, registry_url: str | None = None,
-                 host: PluginHost | None = None):
+                 follow_registry: bool = False, host: PluginHost | None = None):
         self.cfg = RunConfig.model_validate(run_config)
-        if host is None:  # a torchrun worker loads and configures its own plugins
-            host = PluginHost(plugins, strict=self.cfg.strict_plugins, trace=self.cfg.trace_plugins or None)
-            for name in host.names:
-                host.call("ufarsap_configure", only=[name], params=plugin_params.get(name, {}))
-        self.host = host
+        self.host = host if host is not None else load_host(self.cfg, plugins, plugin_params)
         self.tracker = AlignmentTracker(self.cfg.window_steps)
         self.emergence = EmergenceTracker()
         self.probe = [make_sample(p["id"], p["text"]) for p in probe]
         self.context = RunContext(run_id=run_id, out_dir=self.cfg.out, plugins=self.host.names,
                                   strategy_id=strategy_id, config=run_config)
         self.registry_url, self.run_id = registry_url, run_id
+        self.follow_registry = follow_registry or self.cfg.evolve
+        self.active_strategy_id = strategy_id
         self.window_rewards: list[float] = []
         self.last_heartbeat = 0.0
         self.probe_metrics: dict[str, float] = {}
+        self.round_metrics: dict[str, float] = {}
+        self.evolution = None
         self.objective = self._build_objective()
 
     def _build_objective(self):
-        if not self.host.names:
+        if not self.host.names and not self.follow_registry:
             from ufarsap_engine.trainer.objective import MLEObjective
             return MLEObjective()
         from ufarsap_engine.alignment.unified import UnifiedObjective
@@ -59,8 +84,13 @@ class AlignmentRuntime:
         return obj
 
     def extra_metrics(self) -> dict[str, float]:
-        """State, emergence and probe values logged with every step (as of the previous step)."""
-        return {**self.tracker.metrics(), **self.emergence.metrics(), **self.probe_metrics}
+        """Values logged with every step: a(t), emergence, probe and round results, and which
+        plugins are active (``plugin.<name> = 1``)."""
+        active = {f"plugin.{n}": 1.0 for n in self.host.names}
+        if self.active_strategy_id is not None:
+            active["strategy.id"] = float(self.active_strategy_id)
+        return {**self.tracker.metrics(), **self.emergence.metrics(), **self.probe_metrics,
+                **self.round_metrics, **active}
 
     # -- trainer callback protocol ------------------------------------------------------------
     def on_train_start(self, state) -> None:
@@ -68,14 +98,14 @@ class AlignmentRuntime:
         self.host.call("ufarsap_run_start", run=self.context, state=self.tracker.state)
 
     def on_step_end(self, step: int, metrics: dict[str, Any]):
-        scores = {p: [metrics[f"align.{p}"]] for p in PARADIGMS if f"align.{p}" in metrics}
+        scores = {p: [metrics[f"align.{p}"]] for p in PARADIGMS if metrics.get(f"align.{p}") is not None}
         self.tracker.update_step(step, scores)
-        orchestrated = [metrics.get(f"O.{p}") for p in PARADIGMS if f"O.{p}" in metrics]
+        orchestrated = [metrics[f"O.{p}"] for p in PARADIGMS if metrics.get(f"O.{p}") is not None]
         if orchestrated:
             self.emergence.observe_state(orchestrated)
-        if "loss.interact" in metrics and "interact.direct_error" in metrics:
+        if metrics.get("loss.interact") is not None and metrics.get("interact.direct_error") is not None:
             self.emergence.observe_predictions(metrics["loss.interact"], metrics["interact.direct_error"])
-        if "reward.unified" in metrics:
+        if metrics.get("reward.unified") is not None:
             self.window_rewards.append(metrics["reward.unified"])
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.host.call("ufarsap_step_end", report=StepReport(step=step, loss=metrics.get("loss"), metrics=numeric),
@@ -88,6 +118,8 @@ class AlignmentRuntime:
                 first_step=step - self.cfg.window_steps + 1, last_step=step, metrics=numeric), state=self.tracker.state)
         if step % self.cfg.round_steps == 0 or step == self.cfg.steps:
             self.round_end(step)
+            if step < self.cfg.steps:
+                self.sync_strategy(step)
         self._heartbeat()
         return None
 
@@ -107,20 +139,61 @@ class AlignmentRuntime:
                        state=self.tracker.state)
         return self.probe_metrics
 
+    # -- strategy control ---------------------------------------------------------------------
+    def sync_strategy(self, step: int) -> None:
+        """Evolve (rank 0, with ``evolve``) and follow the registry's active strategy."""
+        if not self.follow_registry or not self.registry_url:
+            return
+        active = _on_rank0_then_share(self._evolve_and_read_active)
+        if active is None:
+            return
+        strategy_id, plugins, params = active
+        self.active_strategy_id = strategy_id
+        if sorted(plugins) == self.host.names:
+            return
+        self.host = load_host(self.cfg, plugins, params.get("plugins", {}))
+        self.context = self.context.model_copy(update={"plugins": self.host.names, "strategy_id": strategy_id})
+        if hasattr(self.objective, "set_host"):
+            self.objective.set_host(self.host)
+
+    def _evolve_and_read_active(self):
+        from ufarsap_registry import open_registry
+
+        with open_registry(self.registry_url) as reg:
+            if self.cfg.evolve:
+                result = self._evolution(reg).run_round()
+                self.round_metrics = {"evolution.round": float(result.round_index),
+                                      "evolution.integrated_id": float(result.integrated_id or 0),
+                                      "evolution.improvement": float(result.improvement or 0.0),
+                                      "evolution.candidates": float(len(result.candidates))}
+            rec = reg.active_strategy(self.cfg.scope)
+        if rec is None:
+            return None
+        from ufarsap_engine.plugin_host import installed_plugins
+        missing = [p for p in rec.plugins if p not in installed_plugins()]
+        if missing:  # never switch to a strategy that cannot run here
+            return None
+        return rec.id, list(rec.plugins), dict(rec.params)
+
+    def _evolution(self, reg):
+        from ufarsap_engine.evolution import Evolution, EvolutionConfig, ProbeEvaluator
+
+        settings = {"scope": self.cfg.scope, "seed": self.cfg.seed, "default_plugins": self.host.names,
+                    **self.cfg.evolution}
+        return Evolution(reg, ProbeEvaluator(), EvolutionConfig.model_validate(settings), run_id=self.run_id)
+
     def on_train_end(self, summary: dict) -> None:
         self.host.call("ufarsap_run_end", run=self.context, summary=summary)
 
     def _heartbeat(self) -> None:
-        if not self.registry_url or not self.run_id or time.monotonic() - self.last_heartbeat < 30:
-            return
-        import torch.distributed as dist
-        if dist.is_initialized() and dist.get_rank() != 0:
+        if not self.registry_url or not self.run_id or time.monotonic() - self.last_heartbeat < 30 or not _is_rank0():
             return
         from ufarsap_registry import open_registry
         with open_registry(self.registry_url) as reg:
             reg.heartbeat(self.run_id)
         self.last_heartbeat = time.monotonic()
 
+    # -- checkpointed state ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"alignment_state": self.tracker.state.model_dump(), "emergence": self.emergence.state_dict(),
                 "probe_metrics": self.probe_metrics}

@@ -55,12 +55,17 @@ class UnifiedObjective:
         self.interaction = InteractionNetwork(seed=seed)
         if not cfg.orchestration or cfg.mode != "unified":
             self.orchestrator.logits.requires_grad_(False)
+        self.set_host(host)
+        self.prev_features: torch.Tensor | None = None
+        self.extra_metrics = None  # optional callable: constants to log with every step
+
+    def set_host(self, host: PluginHost) -> None:
+        """Use another plugin set from now on (the active strategy changed at a round)."""
+        self.host = host
         self.paradigm_index = {n: PARADIGMS.index(i.paradigm.value) for n, i in host.info.items()}
         self.cacheable = all(i.stateless for i in host.info.values())
         self.cache: dict[int, dict] = {}
         self.available = self._available_cells()
-        self.prev_features: torch.Tensor | None = None
-        self.extra_metrics = None  # optional callable: constants to log with every step
 
     # -- what is trained besides the model ------------------------------------------------
     def extra_modules(self) -> list[tuple[torch.nn.Module, float]]:
