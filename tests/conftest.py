@@ -15,12 +15,29 @@ import pytest
 # --------------------------------------------------------------------------------------------
 
 PG_URL_ENV = "UFARSAP_TEST_PG_URL"
+#: What scripts/start-postgres.sh creates; used when the variable is unset and it answers.
+PG_DEFAULT_URL = "postgresql+psycopg://ufarsap:ufarsap@127.0.0.1:5432/ufarsap_test"
+
+
+def _default_pg_url() -> str | None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_DEFAULT_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return PG_DEFAULT_URL
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
 def pg_admin_engine():
-    """Engine on $UFARSAP_TEST_PG_URL; fails in CI and skips elsewhere when it is not set."""
-    url = os.environ.get(PG_URL_ENV)
+    """Engine on $UFARSAP_TEST_PG_URL (or the server scripts/start-postgres.sh starts); fails in
+    CI and skips elsewhere when there is none."""
+    url = os.environ.get(PG_URL_ENV) or _default_pg_url()
     if not url:
         message = (
             f"{PG_URL_ENV} is not set: start PostgreSQL with scripts/start-postgres.sh and export"

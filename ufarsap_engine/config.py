@@ -131,7 +131,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         first = str(exc).splitlines()[0]
-        raise UserError(f"config file {p} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}") from None
+        kind = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}.get(p.suffix, "TOML")
+        raise UserError(f"config file {p} is not valid {kind}: {first}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {p} must hold a table/mapping at the top level")
     return data

@@ -63,6 +63,7 @@ class PreparedRun:
     host: PluginHost
     plugin_params: dict[str, dict[str, Any]]
     trainer: tuple | None  # (model_cfg, train_cfg, data_spec) when a model is trained
+    samples: list  # hook-only: the data; with a model: the held-out probe documents
 
 
 def prepare(cfg: RunConfig) -> PreparedRun:
@@ -92,11 +93,14 @@ def prepare(cfg: RunConfig) -> PreparedRun:
                 raise UserError("\n".join(validation_lines(exc, "evolution"))) from None
         trainer = trainer_configs(cfg) if cfg.train_model else None
         if trainer is None:
-            _load_samples(cfg)
+            samples = _load_samples(cfg)
+        else:
+            from ufarsap_engine.trainer.data import split_holdout
+            samples = [make_sample(str(d.doc_id), d.text) for d in split_holdout(trainer[2])[1]]
     except BaseException:
         registry.close()
         raise
-    return PreparedRun(cfg, registry, choice, host, plugin_params, trainer)
+    return PreparedRun(cfg, registry, choice, host, plugin_params, trainer, samples)
 
 
 def trainer_configs(cfg: RunConfig):
@@ -138,6 +142,7 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
     cfg, registry, choice, host = prepared.cfg, prepared.registry, prepared.choice, prepared.host
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    plugins = host.names  # as started; quarantined plugins leave host.names
     run_id = registry.start_run(name=out_dir.name, config=cfg.model_dump(mode="json"), scope=cfg.scope)
     # Every run is recorded as a strategy of its own; a run of the active strategy is its child.
     parent = choice.strategy_id
@@ -159,7 +164,7 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
         status = "complete"
     finally:
         summary = {
-            "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": host.names,
+            "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": plugins,
             "plugins_source": choice.source, "strategy_id": strategy_id, "parent_strategy_id": parent,
             "quarantined": host.quarantined, "wall_time_s": round(time.perf_counter() - t0, 3),
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
@@ -183,8 +188,7 @@ def _last_metrics(path: Path) -> dict[str, Any]:
 
 def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
     """Run the plugin hooks step by step over the data, without a model update."""
-    cfg = prepared.cfg
-    samples = _load_samples(cfg)
+    cfg, samples = prepared.cfg, prepared.samples
     probe_n = min(cfg.probe_documents, len(samples) // 10)
     probe, train = (samples[-probe_n:], samples[:-probe_n]) if probe_n else ([], samples)
     runtime = AlignmentRuntime(**runtime_args, probe=[{"id": s.sample_id, "text": s.text} for s in probe],
@@ -233,11 +237,10 @@ def _score_metrics(runtime: AlignmentRuntime, cells) -> dict[str, float]:
 
 def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
     from ufarsap_engine.trainer import worker
-    from ufarsap_engine.trainer.data import heldout_documents
 
     cfg = prepared.cfg
     model_cfg, train_cfg, data_spec = prepared.trainer
-    runtime_args = {**runtime_args, "probe": [{"id": str(d.doc_id), "text": d.text} for d in heldout_documents(data_spec)]}
+    runtime_args = {**runtime_args, "probe": [{"id": s.sample_id, "text": s.text} for s in prepared.samples]}
     if cfg.nproc == 1:
         runtime = AlignmentRuntime(**runtime_args, host=prepared.host)
         train_cfg = train_cfg.model_copy(update={"progress": False})
