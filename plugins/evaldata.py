@@ -1,0 +1,86 @@
+"""The embedded labelled corpus as engine samples, for evaluation, tests and benchmarks.
+
+Rendering (written down so span offsets are unambiguous): a ``text`` record is its text; a
+``prompt``/``response`` record is ``prompt + "\\n\\n" + response`` (``Sample.prompt`` set); a
+``messages`` record is ``"role: content"`` lines joined by ``"\\n"`` (``Sample.messages`` set).
+Label spans, stored per field, are shifted onto that rendered text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from ufarsap_engine.schemas import Message, Sample
+
+from ufarsap_plugins._common import split_sentences
+
+LABELS = ("toxicity", "privacy", "misinformation", "bias", "adversarial")
+
+
+def embedded_dir() -> Path:
+    return Path(str(resources.files("ufarsap_engine").joinpath("data/embedded")))
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def render(record: dict) -> tuple[Sample, dict[str, int]]:
+    """A corpus record as a ``Sample``, and the offset of each field inside ``Sample.text``."""
+    rid = str(record.get("id", ""))
+    if "messages" in record:
+        lines, offsets, pos = [], {}, 0
+        for i, m in enumerate(record["messages"]):
+            prefix = f"{m['role']}: "
+            offsets[f"messages[{i}]"] = pos + len(prefix)
+            line = prefix + m["content"]
+            lines.append(line)
+            pos += len(line) + 1
+        text = "\n".join(lines)
+        sample = Sample(sample_id=rid, text=text, messages=[Message(**m) for m in record["messages"]],
+                        sentences=split_sentences(text))
+        return sample, offsets
+    if "prompt" in record:
+        text = record["prompt"] + "\n\n" + record.get("response", "")
+        sample = Sample(sample_id=rid, text=text, prompt=record["prompt"], sentences=split_sentences(text))
+        return sample, {"prompt": 0, "response": len(record["prompt"]) + 2}
+    text = record.get("text", "")
+    return Sample(sample_id=rid, text=text, sentences=split_sentences(text)), {"text": 0}
+
+
+@dataclass
+class Item:
+    sample: Sample
+    label: dict
+    spans: list[dict]  # label spans on Sample.text
+
+
+def load(split: str | None = None, directory: Path | None = None) -> list[Item]:
+    """Labelled samples of one split (``dev``/``test``) or all of them."""
+    d = directory or embedded_dir()
+    labels = {l["id"]: l for l in _read_jsonl(d / "labels.jsonl")}
+    items = []
+    for rec in _read_jsonl(d / "corpus.jsonl"):
+        lab = labels.get(rec["id"])
+        if lab is None or (split and lab.get("split") != split):
+            continue
+        sample, offsets = render(rec)
+        spans = []
+        for s in lab.get("spans", []):
+            off = offsets.get(s.get("field", "text"), 0)
+            spans.append({"start": s["start"] + off, "end": s["end"] + off, "label": s["label"]})
+        items.append(Item(sample, lab, spans))
+    return items
+
+
+def corpus_texts() -> list[str]:
+    """The rendered text of every corpus record (for training or benchmarks)."""
+    return [render(r)[0].text for r in _read_jsonl(embedded_dir() / "corpus.jsonl")]
+
