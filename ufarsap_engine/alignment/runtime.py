@@ -100,6 +100,8 @@ class AlignmentRuntime:
     def on_step_end(self, step: int, metrics: dict[str, Any]):
         scores = {p: [metrics[f"align.{p}"]] for p in PARADIGMS if metrics.get(f"align.{p}") is not None}
         self.tracker.update_step(step, scores)
+        if hasattr(self.objective, "observe_step"):
+            self.objective.observe_step(metrics)
         orchestrated = [metrics[f"O.{p}"] for p in PARADIGMS if metrics.get(f"O.{p}") is not None]
         if orchestrated:
             self.emergence.observe_state(orchestrated)

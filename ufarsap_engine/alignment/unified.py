@@ -50,7 +50,6 @@ class UnifiedObjective:
                  emergence: EmergenceTracker, total_steps: int, seed: int = 0):
         self.host, self.cfg, self.tracker, self.emergence = host, cfg, tracker, emergence
         self.total_steps = max(1, total_steps)
-        torch.manual_seed(seed)
         self.orchestrator = Orchestrator()
         self.interaction = InteractionNetwork(seed=seed)
         if not cfg.orchestration or cfg.mode != "unified":
@@ -108,7 +107,9 @@ class UnifiedObjective:
     def prepare(self, batch) -> dict[str, torch.Tensor]:
         b, s = batch.tokens.shape
         scored = self._score_documents(batch)
+        threshold = self.cfg.flag_threshold
         mis = torch.zeros(S, P, b, s)
+        tok_scores, tok_scored = torch.ones(S, P, b, s), torch.zeros(S, P, b, s, dtype=torch.bool)
         score_sum, score_w = torch.zeros(S, P, b), torch.zeros(S, P, b)
         for r, row in enumerate(batch.segments):
             for seg in row:
@@ -120,13 +121,15 @@ class UnifiedObjective:
                     si, p = SCALES.index(scale), self.paradigm_index[plugin]
                     score_sum[si, p, r] += score * ntok
                     score_w[si, p, r] += ntok
+                    tok_scores[si, p, r, seg.start:seg.end] = score
+                    tok_scored[si, p, r, seg.start:seg.end] = True
                     if si == TOKEN and spans:
                         flags = batch.span_weights(r, seg.doc_index, spans)
                     elif si == SENTENCE and units:
                         sents = entry["sentences"] or [(0, len(seg.text))]
-                        flags = batch.span_weights(r, seg.doc_index,
-                                                   [(a, z, 1.0 - u) for (a, z), u in zip(sents, units) if u < 1.0])
-                    elif score < 1.0:
+                        flags = batch.span_weights(r, seg.doc_index, [(a, z, 1.0 - u) for (a, z), u in zip(sents, units)
+                                                                      if u < threshold])
+                    elif score < threshold:
                         flags = torch.zeros(s)
                         flags[seg.start:seg.end] = 1.0 - score
                     else:
@@ -134,7 +137,11 @@ class UnifiedObjective:
                     mis[si, p, r] = torch.maximum(mis[si, p, r], flags)
         row_scores = torch.where(score_w > 0, score_sum / score_w.clamp(min=1.0), torch.ones_like(score_sum))
         device = batch.tokens.device
-        return {"mis": mis.to(device), "row_scores": row_scores.to(device), "row_scored": (score_w > 0).to(device)}
+        # Each token's paradigm score: its document's score, averaged over the scales that scored it.
+        n_scored = tok_scored.sum(0)
+        token_scores = torch.where(n_scored > 0, (tok_scores * tok_scored).sum(0) / n_scored.clamp(min=1), 1.0)
+        return {"mis": mis.to(device), "row_scores": row_scores.to(device), "row_scored": (score_w > 0).to(device),
+                "token_scores": token_scores.to(device)}
 
     # -- inside the loss function ----------------------------------------------------------
     def _active_paradigms(self, present: torch.Tensor) -> dict[int, float]:
@@ -184,17 +191,20 @@ class UnifiedObjective:
         synergy = self.interaction.synergy(O.detach(), present) if cfg.coordination else torch.zeros(b, device=q.device)
         alpha = torch.tensor([cfg.alpha.get(p, 1.0) for p in PARADIGMS], device=q.device)
         emergence = self.emergence.score if cfg.emergence else 0.0
-        reward = unified_reward(paradigm_scores, present, alpha, synergy, emergence, cfg.beta,
-                                cfg.gamma if cfg.emergence else 0.0)
+        token_scores = prepared["token_scores"]  # [P, b, s]
+        reward = unified_reward(token_scores, present, alpha, synergy, emergence, cfg.beta,
+                                cfg.gamma if cfg.emergence else 0.0)  # per token [b, s]
 
         lm_weight = torch.ones_like(mask)
         terms: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=q.device)
         for p, lam in self._active_paradigms(present).items():
             name, family = PARADIGMS[p], cfg.families.get(PARADIGMS[p], "none")
-            r = reward if cfg.mode == "unified" else paradigm_scores[p]
+            r = reward if cfg.mode == "unified" else token_scores[p]
             if family == "unlikelihood":
-                term = unlikelihood_sum(logp, mis[:, p].amax(0), mask)
+                flagged = mis[:, p].amax(0)
+                lm_weight = lm_weight * (1.0 - flagged)
+                term = unlikelihood_sum(logp, flagged, mask)
             elif family == "rwr":
                 term = rwr_sum(per_token_ce, mask, r, cfg.rwr_beta)
             elif family == "filtering":
@@ -213,15 +223,16 @@ class UnifiedObjective:
             coord = coordination_loss(O, target, present).sum() * per_sample
             terms["loss.coord"] = coord
             total = total + cfg.lambda_coord * coord
-            features = torch.stack([O.detach().mean(-1), A[0, MEDIUM, :, 0].detach(), A[0, LONG, :, 0].detach()], -1)
             if self.prev_features is not None:
+                # The interaction network predicts this step's orchestrated state from the last
+                # step's (the same on every rank, whatever the layout).
                 observed = O.detach().mean(-1)
-                interact = prediction_loss(self.interaction(self.prev_features.to(q.device), present), observed, present)
-                direct = prediction_loss(self.prev_features[:, 0].to(q.device), observed, present)
+                prev = self.prev_features.to(q.device)
+                interact = prediction_loss(self.interaction(prev, present), observed, present)
+                direct = prediction_loss(prev[:, 0], observed, present)
                 terms["loss.interact"] = interact * ntok
                 total = total + cfg.lambda_interact * interact * ntok
                 terms["interact.direct_error"] = direct * ntok
-            self.prev_features = features
             if cfg.emergence:
                 synergy_live = self.interaction.synergy(O, present)
                 emerge = (1.0 - synergy_live).sum() * per_sample
@@ -233,13 +244,26 @@ class UnifiedObjective:
             if present[p]:
                 metrics[f"O.{name}"] = O[p].detach().mean()
                 metrics[f"align.{name}"] = paradigm_scores[p].detach().mean()
-        metrics["reward.unified"] = reward.detach().mean()
+        metrics["reward.unified"] = ((reward * mask).sum() / ntok.clamp(min=1.0)).detach()
         metrics["synergy"] = synergy.detach().mean()
+        for si, scale in enumerate(SCALES):  # how much probability the model still gives flagged tokens
+            flags = mis[si].amax(0) * mask
+            if flags.sum() > 0:
+                metrics[f"flagged_p.{scale}"] = ((flags * q).sum() / flags.sum()).detach()
         metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
         extra = {**self.orchestrator.weight_table(avail), **(self.extra_metrics() if self.extra_metrics else {})}
         for k, v in extra.items():
             metrics[k] = torch.tensor(float(v))
         return total, ntok.to(torch.int), metrics
+
+    def observe_step(self, metrics: dict) -> None:
+        """After each step (all ranks, reduced metrics): remember the node features the
+        interaction network predicts the next step from."""
+        if not any(f"O.{p}" in metrics for p in PARADIGMS):
+            return
+        st = self.tracker.state
+        rows = [[float(metrics.get(f"O.{p}", 1.0)), st.medium.get(p, 1.0), st.long.get(p, 1.0)] for p in PARADIGMS]
+        self.prev_features = torch.tensor(rows)
 
     # -- checkpointed state (the orchestrator and interaction weights are extra modules, which
     # the trainer checkpoints itself) ---------------------------------------------------------
