@@ -1,0 +1,1 @@
+"""Helpers for the trainer tests (synthetic corpora, a torchrun runner, probe callbacks)."""

@@ -1,0 +1,572 @@
+"""Training data: read documents, tokenize, pack into fixed-length blocks, serve them in a
+deterministic, resumable order.
+
+Why blocks keep more than token ids: alignment plugins score *text* and report flagged
+character spans; the engine must map those spans back onto the tokens the loss sees. So every
+block keeps, per label token, the document it came from and its character offsets in that
+document's text, and the batch carries the source documents (see :class:`Batch` and
+:meth:`Batch.span_weights`).
+
+Sources (:class:`DataSpec`):
+- plain text (``.txt``): documents separated by blank lines;
+- JSONL: one object per line with ``text``, or ``prompt`` + ``response``, or ``messages``
+  (``[{"role", "content"}, ...]``, rendered as ``role: content`` lines); ``id`` optional;
+- a Hugging Face ``datasets`` dataset saved with ``save_to_disk`` (needs ``pip install datasets``).
+
+Tokenizer: by default a byte-level BPE trained on the corpus with ``tokenizers`` and saved into
+the run directory as ``tokenizer.json`` (reused on resume); or a local HF tokenizer directory /
+``tokenizer.json`` file.
+
+Order: block order is a fresh permutation per epoch drawn from ``seed``; the position in the
+stream (number of samples consumed) is all that is needed to resume, and it is stored in
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ufarsap_engine.errors import UserError
+
+EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>")
+DEFAULT_EOS = "<|endoftext|>"
+
+
+def default_corpus_path() -> Path:
+    """The corpus shipped inside the package (``ufarsap_engine/data/embedded/corpus.jsonl``)."""
+    return Path(__file__).resolve().parent.parent / "data" / "embedded" / "corpus.jsonl"
+
+
+class DataSpec(BaseModel):
+    """Where the training text comes from and how it is tokenized."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None  # None -> the embedded default corpus
+    format: Literal["auto", "text", "jsonl", "hf"] = "auto"
+    text_field: str = "text"
+    tokenizer: str | None = None  # None -> train a byte-level BPE on the corpus
+    loss_on: Literal["all", "response"] = "all"  # "response": no loss on prompts / user turns
+    hf_split: str = "train"
+    max_documents: int | None = None
+    holdout_documents: int = Field(0, ge=0, description="documents held out of training (the probe set)")
+    holdout_seed: int = 0
+    exclude_ids: list[str] = Field(default_factory=list, description="document ids never trained on")
+
+
+# --------------------------------------------------------------------------------------------
+# Documents
+
+
+@dataclass
+class Document:
+    """One source text. ``loss_ranges``: character ranges trained on (None = all of it)."""
+
+    doc_id: str
+    text: str
+    loss_ranges: list[tuple[int, int]] | None = None
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _render_record(rec: Any, where: str, spec: DataSpec, index: int) -> Document:
+    """Turn one JSON object into a Document, or raise ``UserError('FILE:LINE: ...')``."""
+    if not isinstance(rec, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    doc_id = str(rec.get("id", index))
+    meta = {k: v for k, v in rec.items() if k not in ("id", spec.text_field, "prompt", "response", "messages")}
+    if spec.text_field in rec:
+        text = rec[spec.text_field]
+        if not isinstance(text, str):
+            raise UserError(f"{where}: field '{spec.text_field}' must be a string")
+        return Document(doc_id, text, None, meta=meta)
+    if "prompt" in rec or "response" in rec:
+        prompt, response = rec.get("prompt"), rec.get("response")
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise UserError(f"{where}: 'prompt' and 'response' must both be strings")
+        sep = "" if (not prompt or prompt[-1].isspace()) else "\n"
+        text = prompt + sep + response
+        ranges = [(len(prompt) + len(sep), len(text))] if spec.loss_on == "response" else None
+        return Document(doc_id, text, ranges, prompt=prompt, meta=meta)
+    if "messages" in rec:
+        msgs = rec["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise UserError(f"{where}: 'messages' must be a non-empty list")
+        parts, ranges, pos = [], [], 0
+        for j, m in enumerate(msgs):
+            if (
+                not isinstance(m, dict)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
+            ):
+                raise UserError(f"{where}: messages[{j}] needs string 'role' and 'content'")
+            head = f"{m['role']}: "
+            parts.append(head + m["content"] + "\n")
+            if m["role"] == "assistant":
+                ranges.append((pos + len(head), pos + len(head) + len(m["content"]) + 1))
+            pos += len(parts[-1])
+        text = "".join(parts)
+        messages = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        return Document(
+            doc_id, text, ranges if spec.loss_on == "response" else None, messages=messages, meta=meta
+        )
+    raise UserError(
+        f"{where}: no '{spec.text_field}', 'prompt'+'response' or 'messages' field "
+        f"(keys: {', '.join(sorted(rec)) or 'none'})"
+    )
+
+
+def _read_jsonl(path: Path, spec: DataSpec) -> Iterator[Document]:
+    with open(path, encoding="utf-8") as f:
+        n = 0
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            yield _render_record(rec, f"{path}:{lineno}", spec, n)
+            n += 1
+
+
+def _read_text(path: Path) -> Iterator[Document]:
+    raw = path.read_text(encoding="utf-8")
+    chunks = [c.strip("\n") for c in raw.replace("\r\n", "\n").split("\n\n")]
+    for i, c in enumerate(x for x in chunks if x.strip()):
+        yield Document(str(i), c)
+
+
+def _read_hf(path: Path, spec: DataSpec) -> Iterator[Document]:
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise UserError(
+            f"{path} looks like a Hugging Face dataset saved on disk; reading it needs the "
+            "'datasets' package: pip install datasets"
+        ) from None
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if spec.hf_split not in ds:
+            raise UserError(f"{path}: no split '{spec.hf_split}' (splits: {', '.join(ds)})")
+        ds = ds[spec.hf_split]
+    for i, rec in enumerate(ds):
+        yield _render_record(rec, f"{path}[row {i}]", spec, i)
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return "hf"
+        raise UserError(f"{path} is a directory but not a Hugging Face dataset saved on disk")
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    return "text"
+
+
+def load_documents(spec: DataSpec) -> list[Document]:
+    """The documents to train on: the source less the held-out ones (see :func:`split_holdout`)."""
+    return split_holdout(spec)[0]
+
+
+def heldout_documents(spec: DataSpec) -> list[Document]:
+    """The documents held out of training (probe set), in file order."""
+    return split_holdout(spec)[1]
+
+
+def split_holdout(spec: DataSpec) -> tuple[list[Document], list[Document]]:
+    """(train, held out): ``holdout_documents`` picked by a seeded draw, plus ``exclude_ids``;
+    the same for every rank and every resume."""
+    docs = read_documents(spec)
+    if not spec.holdout_documents and not spec.exclude_ids:
+        return docs, []
+    n = min(spec.holdout_documents, len(docs) // 10)
+    held = set(np.random.default_rng([spec.holdout_seed, 7]).choice(len(docs), size=n, replace=False).tolist())
+    excluded = set(spec.exclude_ids)
+    held |= {i for i, d in enumerate(docs) if str(d.doc_id) in excluded}
+    train = [d for i, d in enumerate(docs) if i not in held]
+    if not train:
+        raise UserError("every document is held out; give more data or a smaller holdout_documents")
+    return train, [d for i, d in enumerate(docs) if i in held]
+
+
+def read_documents(spec: DataSpec) -> list[Document]:
+    """Read every document of the source, in file order. Errors are one-line UserErrors."""
+    path = Path(spec.path) if spec.path else default_corpus_path()
+    if not path.exists():
+        what = "the embedded default corpus" if spec.path is None else "data file"
+        raise UserError(f"{what} not found: {path}")
+    fmt = spec.format if spec.format != "auto" else detect_format(path)
+    reader: Iterable[Document]
+    if fmt == "jsonl":
+        reader = _read_jsonl(path, spec)
+    elif fmt == "hf":
+        reader = _read_hf(path, spec)
+    else:
+        reader = _read_text(path)
+    docs = []
+    for d in reader:
+        if d.text:
+            docs.append(d)
+        if spec.max_documents and len(docs) >= spec.max_documents:
+            break
+    if not docs:
+        raise UserError(f"{path}: no non-empty documents")
+    return docs
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+class TextTokenizer:
+    """A ``tokenizers.Tokenizer`` with the EOS id and offsets the engine needs."""
+
+    def __init__(self, tok, eos_id: int, source: str):
+        self.tok = tok
+        self.eos_id = eos_id
+        self.source = source
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        return [(e.ids, e.offsets) for e in encs]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tok.token_to_id(token)
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.tok.save(str(path))
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
+    """Byte-level BPE trained on ``texts`` (deterministic for the same input)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[DEFAULT_EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+        min_frequency=2,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return TextTokenizer(tok, tok.token_to_id(DEFAULT_EOS), "trained")
+
+
+def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
+    """A local HF tokenizer directory (with ``tokenizer.json``) or a ``tokenizer.json`` file."""
+    from tokenizers import Tokenizer
+
+    p = Path(path)
+    file = p / "tokenizer.json" if p.is_dir() else p
+    if not file.exists():
+        raise UserError(
+            f"tokenizer not found: {file} (give a directory holding a fast tokenizer's "
+            "tokenizer.json, or the file itself)"
+        )
+    tok = Tokenizer.from_file(str(file))
+    eos = None
+    cfg = file.parent / "tokenizer_config.json"
+    if cfg.exists():
+        try:
+            e = json.loads(cfg.read_text()).get("eos_token")
+            if isinstance(e, dict):
+                e = e.get("content")
+            if isinstance(e, str):
+                eos = tok.token_to_id(e)
+        except (json.JSONDecodeError, OSError):
+            pass
+    if eos is None:
+        for cand in EOS_CANDIDATES:
+            if tok.token_to_id(cand) is not None:
+                eos = tok.token_to_id(cand)
+                break
+    if eos is None:
+        raise UserError(f"{file}: cannot tell the end-of-text token (none of {', '.join(EOS_CANDIDATES)})")
+    return TextTokenizer(tok, eos, str(file))
+
+
+def check_vocab(tokenizer: TextTokenizer, model_vocab_size: int) -> None:
+    if tokenizer.vocab_size > model_vocab_size:
+        raise UserError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model_vocab_size}; use a model with vocab_size >= {tokenizer.vocab_size}"
+        )
+
+
+def get_tokenizer(
+    spec: DataSpec, docs: list[Document], model_vocab_size: int, run_dir: Path | None, is_writer: bool
+) -> TextTokenizer:
+    """The tokenizer for this run. A trained one is saved as ``RUN/tokenizer.json`` by the
+    writer rank and reused by every later call (other ranks, resumed runs)."""
+    if spec.tokenizer:
+        tok = load_tokenizer(spec.tokenizer)
+    else:
+        saved = run_dir / "tokenizer.json" if run_dir else None
+        if saved is not None and saved.exists():
+            tok = load_tokenizer(saved)
+        else:
+            tok = train_bpe_tokenizer((d.text for d in docs), model_vocab_size)
+            if saved is not None and is_writer:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                tmp = saved.with_suffix(".json.tmp")
+                tok.save(tmp)
+                os.replace(tmp, saved)
+    check_vocab(tok, model_vocab_size)
+    return tok
+
+
+# --------------------------------------------------------------------------------------------
+# Packing
+
+
+@dataclass
+class Segment:
+    """The part of one document that falls in one batch row.
+
+    ``start``/``end``: label positions ``[start, end)`` in the row; ``char_start``/``char_end``:
+    the characters of ``text`` those labels cover."""
+
+    doc_index: int
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    char_start: int
+    char_end: int
+
+
+class PackedDataset:
+    """All documents tokenized into one stream (EOS after each), cut into blocks of
+    ``seq_length + 1`` tokens (inputs = block[:-1], labels = block[1:])."""
+
+    def __init__(self, docs: list[Document], tokenizer: TextTokenizer, seq_length: int):
+        self.docs = docs
+        self.tokenizer = tokenizer
+        self.seq_length = seq_length
+        ids, doc_of, cs, ce, lossable = [], [], [], [], []
+        encoded = tokenizer.encode_batch_with_offsets([d.text for d in docs])
+        for di, (d, (tids, offs)) in enumerate(zip(docs, encoded)):
+            n = len(tids)
+            o = np.asarray(offs, dtype=np.int64).reshape(n, 2)
+            ids.append(np.asarray(tids, dtype=np.int64))
+            ids.append(np.asarray([tokenizer.eos_id], dtype=np.int64))
+            doc_of.append(np.full(n + 1, di, dtype=np.int32))
+            cs.append(np.concatenate([o[:, 0], [len(d.text)]]))
+            ce.append(np.concatenate([o[:, 1], [len(d.text)]]))
+            if d.loss_ranges is None:
+                m = np.ones(n + 1, dtype=bool)
+            else:
+                m = np.zeros(n + 1, dtype=bool)
+                for a, b in d.loss_ranges:
+                    m[:n] |= (o[:, 0] >= a) & (o[:, 0] < b)
+                m[n] = True
+            lossable.append(m)
+        self.ids = np.concatenate(ids)
+        self.doc_of = np.concatenate(doc_of)
+        self.char_start = np.concatenate(cs).astype(np.int64)
+        self.char_end = np.concatenate(ce).astype(np.int64)
+        self.lossable = np.concatenate(lossable)
+        self.num_blocks = (len(self.ids) - 1) // seq_length
+        if self.num_blocks < 1:
+            raise UserError(
+                f"the corpus has {len(self.ids)} tokens, fewer than one block of "
+                f"seq_length+1 = {seq_length + 1}; give more text or a shorter seq_length"
+            )
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids)
+
+    def block_slice(self, block: int) -> slice:
+        a = block * self.seq_length
+        return slice(a, a + self.seq_length + 1)
+
+    def unigram_entropy(self) -> float:
+        """Entropy (nats) of the unigram distribution of the label tokens of all blocks."""
+        used = self.ids[1 : self.num_blocks * self.seq_length + 1]
+        counts = np.bincount(used).astype(np.float64)
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * np.log(p)).sum())
+
+
+def epoch_permutation(num_blocks: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_blocks)
+
+
+def sample_order(num_blocks: int, seed: int, start: int, count: int) -> np.ndarray:
+    """Block ids of stream positions ``start .. start+count-1`` (epochs reshuffled by seed)."""
+    out = np.empty(count, dtype=np.int64)
+    cache: dict[int, np.ndarray] = {}
+    for i in range(count):
+        pos = start + i
+        e, k = divmod(pos, num_blocks)
+        if e not in cache:
+            cache[e] = epoch_permutation(num_blocks, seed, e)
+        out[i] = cache[e][k]
+    return out
+
+
+@dataclass
+class Batch:
+    """One microbatch. Tensors are ``[b, s]`` unless noted.
+
+    ``label_doc``/``label_char_start``/``label_char_end``: for each label token, the index of
+    its document in ``dataset.docs`` and its character range in that document's text.
+    ``segments[row]``: the documents (parts) that make up each row."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    loss_mask: torch.Tensor
+    position_ids: torch.Tensor
+    sample_positions: torch.Tensor  # [b] position in the sample stream (resume key)
+    block_ids: torch.Tensor  # [b] block index in the dataset
+    label_doc: torch.Tensor
+    label_char_start: torch.Tensor
+    label_char_end: torch.Tensor
+    segments: list[list[Segment]]
+    dataset: PackedDataset | None = None
+
+    @property
+    def size(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device) -> "Batch":
+        kw = {}
+        for name in (
+            "tokens", "labels", "loss_mask", "position_ids", "label_doc",
+            "label_char_start", "label_char_end",
+        ):
+            kw[name] = getattr(self, name).to(device)
+        return Batch(
+            sample_positions=self.sample_positions, block_ids=self.block_ids,
+            segments=self.segments, dataset=self.dataset, **kw,
+        )
+
+    def span_weights(self, row: int, doc_index: int, spans: Iterable, default: float = 0.0) -> torch.Tensor:
+        """Map character spans of one document onto this row's label tokens.
+
+        ``spans``: objects with ``start``/``end`` (and optional ``severity``) or
+        ``(start, end[, severity])`` tuples, in the document's character offsets. Returns a
+        float ``[s]`` tensor: the highest severity of any span a token overlaps, else
+        ``default``."""
+        out = torch.full((self.tokens.shape[1],), float(default))
+        in_doc = self.label_doc[row].cpu() == doc_index
+        cs, ce = self.label_char_start[row].cpu(), self.label_char_end[row].cpu()
+        for sp in spans:
+            if isinstance(sp, (tuple, list)):
+                a, b = sp[0], sp[1]
+                sev = sp[2] if len(sp) > 2 else 1.0
+            else:
+                a, b, sev = sp.start, sp.end, getattr(sp, "severity", 1.0)
+            hit = in_doc & (cs < b) & (ce > a)
+            out[hit] = torch.maximum(out[hit], torch.tensor(float(sev)))
+        return out
+
+
+def make_batch(ds: PackedDataset, positions: np.ndarray, blocks: np.ndarray) -> Batch:
+    s = ds.seq_length
+    rows = [ds.block_slice(int(b)) for b in blocks]
+    ids = np.stack([ds.ids[r] for r in rows])
+    lab = lambda arr: np.stack([arr[r][1:] for r in rows])  # noqa: E731
+    label_doc = lab(ds.doc_of).astype(np.int64)
+    segments = []
+    cst, cen = lab(ds.char_start), lab(ds.char_end)
+    for i in range(len(rows)):
+        segs, d = [], label_doc[i]
+        bounds = np.flatnonzero(np.diff(d)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [s]])
+        for a, b in zip(starts, ends):
+            di = int(d[a])
+            doc = ds.docs[di]
+            segs.append(
+                Segment(di, doc.doc_id, doc.text, int(a), int(b), int(cst[i, a]), int(cen[i, b - 1]))
+            )
+        segments.append(segs)
+    return Batch(
+        tokens=torch.from_numpy(ids[:, :-1].copy()),
+        labels=torch.from_numpy(ids[:, 1:].copy()),
+        loss_mask=torch.from_numpy(lab(ds.lossable).astype(np.float32)),
+        position_ids=torch.arange(s, dtype=torch.long).unsqueeze(0).expand(len(rows), s).contiguous(),
+        sample_positions=torch.as_tensor(positions, dtype=torch.long),
+        block_ids=torch.as_tensor(blocks, dtype=torch.long),
+        label_doc=torch.from_numpy(label_doc),
+        label_char_start=torch.from_numpy(cst.astype(np.int64)),
+        label_char_end=torch.from_numpy(cen.astype(np.int64)),
+        segments=segments,
+        dataset=ds,
+    )
+
+
+class StepBatches:
+    """Serves this data-parallel rank's microbatches for each optimizer step.
+
+    Step k covers stream positions ``[consumed, consumed + global_batch)``; DP rank r takes the
+    r-th contiguous slice, cut into microbatches. The same global batch is seen whatever the
+    TP/PP/DP layout, which is what makes losses comparable across layouts."""
+
+    def __init__(
+        self, ds: PackedDataset, seed: int, global_batch: int, micro_batch: int, dp: int, dp_rank: int
+    ):
+        self.ds, self.seed = ds, seed
+        self.global_batch, self.micro_batch, self.dp, self.dp_rank = global_batch, micro_batch, dp, dp_rank
+        self.consumed = 0  # samples consumed (all ranks); saved in checkpoints
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.global_batch // (self.micro_batch * self.dp)
+
+    def next_step(self) -> list[Batch]:
+        per_rank = self.global_batch // self.dp
+        start = self.consumed + self.dp_rank * per_rank
+        blocks = sample_order(self.ds.num_blocks, self.seed, start, per_rank)
+        positions = np.arange(start, start + per_rank)
+        mbs = [
+            make_batch(self.ds, positions[i : i + self.micro_batch], blocks[i : i + self.micro_batch])
+            for i in range(0, per_rank, self.micro_batch)
+        ]
+        self.consumed += self.global_batch
+        return mbs
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed, "seed": self.seed, "num_blocks": self.ds.num_blocks}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("num_blocks") not in (None, self.ds.num_blocks):
+            raise UserError(
+                f"the checkpoint's data had {state['num_blocks']} blocks but this data has "
+                f"{self.ds.num_blocks}; resume with the same data, tokenizer and seq_length"
+            )
+        self.consumed = int(state["consumed"])
+
+
+def prepare_data(
+    spec: DataSpec, vocab_size: int, seq_length: int, run_dir: Path | None, is_writer: bool = True
+) -> PackedDataset:
+    """Documents -> tokenizer -> packed dataset (one call, used by every rank)."""
+    docs = load_documents(spec)
+    tok = get_tokenizer(spec, docs, vocab_size, run_dir, is_writer)
+    return PackedDataset(docs, tok, seq_length)

@@ -1,0 +1,184 @@
+"""Sampling from the Megatron model under any TP/PP layout (full recompute, no KV cache).
+
+Why full recompute: it is obviously correct under tensor and pipeline parallelism (the same
+forward pass as training, through Megatron's forward-only schedule), and tiny CPU models do not
+need a cache. Sequences of different lengths share a batch with right padding: attention is
+causal, so the padding after a sequence's last token cannot change that token's logits.
+
+Every rank must call :func:`generate` with the same arguments (it is collective). Logits are
+gathered over TP (``runtime_gather_output``) on the last pipeline stage; the next tokens are
+drawn there from a generator seeded identically on every rank and broadcast over the pipeline
+group, so all ranks agree on every token. ``logprobs`` are log-probabilities under the model's
+raw distribution (before temperature / top-k / top-p).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 32
+    temperature: float = 1.0  # 0 -> greedy
+    top_k: int = 0  # 0 -> off
+    top_p: float = 1.0  # 1 -> off
+    stop_token_ids: list[int] = field(default_factory=list)
+    stop_at_eos: bool = True
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0 or self.top_k == 1
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str  # "stop" or "length"
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k then nucleus (top-p) filtering of ``[b, V]`` logits (masked entries = -inf)."""
+    if top_k and top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        cum = probs.cumsum(dim=-1)
+        drop = cum - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+def _pick(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> torch.Tensor:
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    scaled = filter_logits(logits / params.temperature, params.top_k, params.top_p)
+    probs = torch.softmax(scaled.double(), dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+
+
+@torch.no_grad()
+def forward_logits(model, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Full-vocabulary logits ``[b, s, V]`` on the last pipeline stage (None elsewhere)."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.pipeline_parallel.schedules import get_forward_backward_func
+
+    b, s = tokens.shape
+    pos = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
+
+    def step(data_iterator, m):
+        t = next(data_iterator)
+        out = m(t, pos, None, runtime_gather_output=True)
+        return out, lambda o, non_loss_data=True: o
+
+    store = get_forward_backward_func()(
+        forward_step_func=step,
+        data_iterator=iter([tokens]),
+        model=[model],
+        num_microbatches=1,
+        seq_length=s,
+        micro_batch_size=b,
+        forward_only=True,
+        collect_non_loss_data=True,
+    )
+    if ps.is_pipeline_last_stage():
+        return store[0].float()
+    return None
+
+
+def _broadcast_from_last_stage(t: torch.Tensor) -> torch.Tensor:
+    from megatron.core import parallel_state as ps
+
+    if ps.get_pipeline_model_parallel_world_size() > 1:
+        dist.broadcast(t, src=ps.get_pipeline_model_parallel_last_rank(), group=ps.get_pipeline_model_parallel_group())
+    return t
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts, params: SamplingParams | None = None, max_context: int | None = None) -> list[Generation]:
+    """Generate a continuation for each prompt (strings, or lists of token ids). Collective."""
+    params = params or SamplingParams()
+    dev = next(model.parameters()).device
+    prompt_ids = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("empty prompt")
+    max_context = max_context or getattr(model, "max_sequence_length", None) or 10**9
+    stops = set(params.stop_token_ids)
+    if params.stop_at_eos and getattr(tokenizer, "eos_id", None) is not None:
+        stops.add(tokenizer.eos_id)
+    gen = torch.Generator(device="cpu").manual_seed(params.seed)
+    seqs = [list(p) for p in prompt_ids]
+    out_ids: list[list[int]] = [[] for _ in prompts]
+    out_lp: list[list[float]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    reason = ["length"] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(params.max_new_tokens):
+            active = [i for i in range(len(seqs)) if not done[i]]
+            if not active:
+                break
+            ctx = [seqs[i][-max_context:] for i in active]
+            width = max(len(c) for c in ctx)
+            tokens = torch.zeros(len(ctx), width, dtype=torch.long, device=dev)
+            for j, c in enumerate(ctx):
+                tokens[j, : len(c)] = torch.tensor(c, dtype=torch.long)
+            logits = forward_logits(model, tokens)
+            picked = torch.zeros(len(ctx), dtype=torch.long, device=dev)
+            lps = torch.zeros(len(ctx), dtype=torch.float32, device=dev)
+            if logits is not None:
+                last = torch.stack([logits[j, len(c) - 1] for j, c in enumerate(ctx)])
+                picked = _pick(last, params, gen)
+                lps = torch.log_softmax(last, dim=-1).gather(-1, picked.unsqueeze(-1)).squeeze(-1)
+            picked = _broadcast_from_last_stage(picked)
+            lps = _broadcast_from_last_stage(lps)
+            for j, i in enumerate(active):
+                tok = int(picked[j])
+                seqs[i].append(tok)
+                out_ids[i].append(tok)
+                out_lp[i].append(float(lps[j]))
+                if tok in stops:
+                    done[i], reason[i] = True, "stop"
+    finally:
+        model.train(was_training)
+    return [
+        Generation(prompt_ids[i], out_ids[i], out_lp[i], tokenizer.decode([t for t in out_ids[i] if t not in stops]), reason[i])
+        for i in range(len(prompts))
+    ]
+
+
+@torch.no_grad()
+def sequence_logprobs(model, token_lists: list[list[int]]) -> list[list[float]] | None:
+    """Per-token log p(t_i | t_<i) for i >= 1 of each sequence (last stage; None elsewhere).
+    Collective. Useful for reference log-probs (DPO) and scoring."""
+    dev = next(model.parameters()).device
+    width = max(len(t) for t in token_lists)
+    tokens = torch.zeros(len(token_lists), width, dtype=torch.long, device=dev)
+    for j, t in enumerate(token_lists):
+        tokens[j, : len(t)] = torch.tensor(t, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = forward_logits(model, tokens)
+    finally:
+        model.train(was_training)
+    if logits is None:
+        return None
+    lp = torch.log_softmax(logits, dim=-1)
+    res = []
+    for j, t in enumerate(token_lists):
+        tgt = torch.tensor(t[1:], dtype=torch.long, device=dev)
+        res.append(lp[j, : len(t) - 1].gather(-1, tgt.unsqueeze(-1)).squeeze(-1).tolist())
+    return res

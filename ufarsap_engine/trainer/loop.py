@@ -1,0 +1,382 @@
+"""THE training loop. Start reading here.
+
+One optimizer step (:func:`train_step`):
+
+1. ``StepBatches.next_step()`` gives this data-parallel rank its microbatches of the global batch.
+2. Megatron's ``get_forward_backward_func()`` runs forward + backward over the microbatches
+   (no pipelining at PP=1, 1F1B at PP>1). Our ``forward_step`` calls ``objective.prepare`` and the
+   ``GPTModel`` (which returns per-token cross-entropy when given labels); our loss function calls
+   ``objective.loss`` on the last stage and returns ``(loss_sum, num_tokens, metrics)``. The
+   schedule finalizes grads once (DP all-reduce, tied-embedding sync, divide by the global token
+   count, see ``model.build_optimizer``).
+3. Metrics are reduced: sums over microbatches and DP ranks, then broadcast from the last
+   pipeline stage, so *every rank* holds identical metrics (callbacks see the same values
+   everywhere and stay in lock-step).
+4. The objective's extra modules get their grads reduced the same way and are stepped.
+5. ``scheduler.step(1)`` then ``optimizer.step()`` (Megatron clips grads and returns the norm).
+
+:func:`run_training` repeats that, appends one JSON object per step to ``OUT/metrics.jsonl``
+(rank 0), shows progress, calls callbacks, saves checkpoints, writes ``OUT/summary.json``.
+
+Callbacks are objects with any of ``on_train_start(state)``, ``on_step_end(step, metrics)``
+(return ``"stop"`` to end training after this step), ``on_train_end(summary)``,
+``state_dict()``/``load_state_dict(d)`` (JSON-serialisable; saved in checkpoints as
+``extra_state``), or plain callables ``f(step, metrics)``. They run on every rank, with the same
+arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from .data import Batch, StepBatches
+from .model import BuiltModel, current_lr
+from .model_config import ModelConfig, TrainConfig
+from .objective import ModelOutputs
+from .parallel import ParallelInfo
+
+_RESERVED = ("_loss_sum", "_num_tokens", "_lm_sum", "_lm_tokens")
+
+
+@dataclass
+class TrainState:
+    """Everything one rank needs to train; saved/restored by ``checkpoint.py``."""
+
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    info: ParallelInfo
+    built: BuiltModel
+    optimizer: Any
+    scheduler: Any
+    data: StepBatches
+    objective: Any
+    extra_modules: list = field(default_factory=list)  # [(module, lr)]
+    extra_optimizers: list = field(default_factory=list)
+    callbacks: list = field(default_factory=list)
+    step: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# One step
+
+
+def _loss_func(objective, mb: Batch, prepared: dict, output_tensor: torch.Tensor):
+    """Megatron loss function (last stage): objective loss + cloned metrics."""
+    ce = output_tensor.float()
+    mask = mb.loss_mask.float()
+    loss_sum, num_tokens, metrics = objective.loss(
+        ce, mask, prepared, ModelOutputs(token_logprobs=-ce, batch=mb)
+    )
+    # .clone(): the schedule divides the returned loss in place; a metric that shares its
+    # storage would be silently scaled.
+    report = {
+        "_loss_sum": loss_sum.detach().clone().float().reshape(()),
+        "_num_tokens": num_tokens.detach().clone().float().reshape(()),
+        "_lm_sum": (ce.detach() * mask).sum().clone().reshape(()),
+        "_lm_tokens": mask.sum().clone().reshape(()),
+    }
+    for k, v in (metrics or {}).items():
+        if k in _RESERVED:
+            raise ValueError(f"objective metric name {k!r} is reserved")
+        report[k] = torch.as_tensor(v).detach().clone().float().reshape(())
+    return loss_sum, num_tokens.to(torch.int).reshape(()), report
+
+
+def _forward_step(state: TrainState, data_iterator, model):
+    mb: Batch = next(data_iterator).to(state.info.device)
+    prepared = state.objective.prepare(mb)
+    output = model(mb.tokens, mb.position_ids, None, labels=mb.labels)
+    return output, partial(_loss_func, state.objective, mb, prepared)
+
+
+def _reduce_metrics(state: TrainState, store: list[dict]) -> dict[str, float]:
+    """Sum/mean per-microbatch reports over microbatches and DP ranks, then broadcast from the
+    last pipeline stage so that all ranks return the same dict."""
+    from megatron.core import parallel_state as ps
+
+    out: dict[str, float] | None = None
+    if state.info.is_last_stage:
+        names = sorted({k for d in store for k in d if k not in _RESERVED})
+        vec = torch.zeros(len(_RESERVED) + len(names) + 1, dtype=torch.float64)
+        for d in store:
+            for i, k in enumerate(_RESERVED):
+                vec[i] += d[k].double().cpu()
+            for j, k in enumerate(names):
+                if k in d:
+                    vec[len(_RESERVED) + j] += d[k].double().cpu()
+        vec[-1] = len(store)
+        if state.info.dp > 1:
+            dev_vec = vec.to(state.info.device)
+            dist.all_reduce(dev_vec, group=ps.get_data_parallel_group())
+            vec = dev_vec.cpu()
+        loss_sum, ntok, lm_sum, lm_tok = (float(x) for x in vec[: len(_RESERVED)])
+        out = {
+            "loss": loss_sum / max(ntok, 1.0),
+            "lm_loss": lm_sum / max(lm_tok, 1.0),
+            "loss_tokens": ntok,
+        }
+        for j, k in enumerate(names):
+            out[k] = float(vec[len(_RESERVED) + j]) / float(vec[-1])
+    if state.info.pp > 1:
+        box = [out]
+        dist.broadcast_object_list(
+            box, src=ps.get_pipeline_model_parallel_last_rank(), group=ps.get_pipeline_model_parallel_group()
+        )
+        out = box[0]
+    return out  # type: ignore[return-value]
+
+
+def _step_extra_modules(state: TrainState, total_tokens: float) -> None:
+    """Reduce the objective's extra-module grads (sum over DP and PP, / global tokens), step."""
+    if not state.extra_modules:
+        return
+    from megatron.core import parallel_state as ps
+
+    params = [p for m, _ in state.extra_modules for p in m.parameters() if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    if state.info.dp > 1:
+        dist.all_reduce(flat, group=ps.get_data_parallel_group())
+    if state.info.pp > 1:
+        dist.all_reduce(flat, group=ps.get_pipeline_model_parallel_group())
+    flat /= max(total_tokens, 1.0)
+    off = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[off : off + n].view_as(p).clone()
+        off += n
+    for opt in state.extra_optimizers:
+        opt.step()
+
+
+@torch.no_grad()
+def param_norm(state: TrainState) -> float:
+    """L2 norm of all model weights (TP-duplicated weights counted once), same on every rank."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
+
+    sq = torch.zeros(1, dtype=torch.float64, device=state.info.device)
+    for p in state.built.gpt.parameters():
+        if param_is_not_tensor_parallel_duplicate(p) or state.info.tp_rank == 0:
+            sq += p.detach().double().pow(2).sum()
+    dist.all_reduce(sq, group=ps.get_model_parallel_group())
+    return float(sq.sqrt())
+
+
+def train_step(state: TrainState) -> dict[str, float]:
+    """One optimizer step over one global batch. Returns the step's metrics (all ranks)."""
+    from megatron.core.pipeline_parallel.schedules import get_forward_backward_func
+
+    t0 = time.perf_counter()
+    microbatches = state.data.next_step()
+    ddp = state.built.ddp
+    ddp.zero_grad_buffer()
+    state.optimizer.zero_grad()
+    for m, _ in state.extra_modules:
+        m.zero_grad(set_to_none=True)
+
+    fwd_bwd = get_forward_backward_func()
+    store = fwd_bwd(
+        forward_step_func=partial(_forward_step, state),
+        data_iterator=iter(microbatches),
+        model=[ddp],
+        num_microbatches=len(microbatches),
+        seq_length=state.model_cfg.seq_length,
+        micro_batch_size=state.train_cfg.micro_batch_size,
+        forward_only=False,
+    )
+    metrics = _reduce_metrics(state, store)
+    _step_extra_modules(state, metrics["loss_tokens"])
+
+    state.scheduler.step(1)
+    ok, grad_norm, _ = state.optimizer.step()
+    state.step += 1
+    if state.info.device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+
+    tokens = state.train_cfg.global_batch_size * state.model_cfg.seq_length
+    metrics.update(
+        step=state.step,
+        lr=current_lr(state.optimizer),
+        grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+        step_time_s=dt,
+        tokens=tokens,
+        tokens_per_s=tokens / dt if dt > 0 else float("nan"),
+        consumed_samples=state.data.consumed,
+        update_ok=bool(ok),
+    )
+    if state.train_cfg.log_param_norm:
+        metrics["param_norm"] = param_norm(state)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def _call(cb, name: str, *args):
+    fn = getattr(cb, name, None)
+    if fn is None and name == "on_step_end" and callable(cb):
+        fn = cb
+    return fn(*args) if fn is not None else None
+
+
+def _cb_name(cb, i: int) -> str:
+    return str(getattr(cb, "name", None) or f"{type(cb).__name__}_{i}")
+
+
+def collect_extra_state(state: TrainState) -> dict:
+    """JSON extra state from the objective and callbacks (``state_dict()`` where defined)."""
+    extra: dict[str, Any] = {"callbacks": {}}
+    sd = getattr(state.objective, "state_dict", None)
+    if callable(sd) and not isinstance(state.objective, torch.nn.Module):
+        extra["objective"] = sd()
+    for i, cb in enumerate(state.callbacks):
+        f = getattr(cb, "state_dict", None)
+        if callable(f):
+            extra["callbacks"][_cb_name(cb, i)] = f()
+    return extra
+
+
+def restore_extra_state(state: TrainState, extra: dict) -> None:
+    f = getattr(state.objective, "load_state_dict", None)
+    if "objective" in extra and callable(f) and not isinstance(state.objective, torch.nn.Module):
+        f(extra["objective"])
+    for i, cb in enumerate(state.callbacks):
+        g = getattr(cb, "load_state_dict", None)
+        name = _cb_name(cb, i)
+        if callable(g) and name in extra.get("callbacks", {}):
+            g(extra["callbacks"][name])
+
+
+class _Progress:
+    """Rich progress bar on a terminal; a plain log line every ``log_interval`` otherwise."""
+
+    def __init__(self, state: TrainState, total: int, start: int):
+        self.enabled = state.info.is_logging_rank and state.train_cfg.progress
+        self.interval = state.train_cfg.log_interval
+        self.total = total
+        self.bar = None
+        if self.enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def update(self, m: dict) -> None:
+        if not self.enabled:
+            return
+        info = f"loss {m['loss']:.4f} lr {m['lr']:.2e} {m['tokens_per_s']:.0f} tok/s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=m["step"], info=info)
+        elif m["step"] % self.interval == 0 or m["step"] == self.total or m["step"] == 1:
+            print(f"step {m['step']}/{self.total} {info} grad_norm {m['grad_norm']:.3f}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _truncate_metrics(path: Path, keep_until_step: int) -> None:
+    """On resume, drop lines of steps after the checkpoint (written before a crash)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= keep_until_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(x + "\n" for x in kept))
+
+
+def _json_safe(m: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
+
+
+def run_training(state: TrainState) -> dict:
+    """Train from ``state.step`` to ``train_cfg.steps``; returns the summary (all ranks)."""
+    from .checkpoint import find_latest, save_checkpoint
+
+    cfg = state.train_cfg
+    out = cfg.out_path
+    metrics_path = out / "metrics.jsonl"
+    rank0 = state.info.is_logging_rank
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, state.step)
+    for cb in state.callbacks:
+        _call(cb, "on_train_start", state)
+
+    start_step = state.step
+    progress = _Progress(state, cfg.steps, start_step)
+    history: list[dict] = []
+    last_ckpt = None
+    t_start = time.perf_counter()
+    stop = False
+    try:
+        while state.step < cfg.steps and not stop:
+            m = train_step(state)
+            history.append(m)
+            if rank0:
+                with open(metrics_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(_json_safe(m)) + "\n")
+            progress.update(m)
+            for cb in state.callbacks:
+                if _call(cb, "on_step_end", state.step, dict(m)) == "stop":
+                    stop = True
+            if cfg.save_interval and state.step % cfg.save_interval == 0 and state.step < cfg.steps:
+                last_ckpt = save_checkpoint(state, collect_extra_state(state))
+        if cfg.save_final and (state.step > start_step or find_latest(out / "checkpoints") is None):
+            last_ckpt = save_checkpoint(state, collect_extra_state(state))
+        elif last_ckpt is None:
+            last_ckpt = find_latest(out / "checkpoints")
+    finally:
+        progress.close()
+    elapsed = time.perf_counter() - t_start
+
+    losses = [h["loss"] for h in history]
+    steady = [h["tokens_per_s"] for h in history[1:]] or [h["tokens_per_s"] for h in history]
+    summary = {
+        "start_step": start_step,
+        "end_step": state.step,
+        "steps_run": len(history),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "min_loss": min(losses) if losses else None,
+        "tokens_per_s": (sum(steady) / len(steady)) if steady else None,
+        "train_time_s": elapsed,
+        "tokens_seen": sum(h["tokens"] for h in history),
+        "consumed_samples": state.data.consumed,
+        "num_parameters": state.model_cfg.num_parameters(),
+        "layout": {"tp": state.info.tp, "pp": state.info.pp, "dp": state.info.dp,
+                   "world_size": state.info.world_size, "device": str(state.info.device)},
+        "checkpoint": str(last_ckpt) if last_ckpt else None,
+        "out_dir": str(out),
+        "metrics_file": str(metrics_path),
+    }
+    if rank0:
+        (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
+    for cb in state.callbacks:
+        _call(cb, "on_train_end", summary)
+    return summary
+
+
+Callback = Callable[[int, dict], Any]
