@@ -46,6 +46,7 @@ class ObjectiveConfig(BaseModel):
     gamma: float = Field(0.1, ge=0, description="Emergence weight in the unified reward")
     target: dict[str, float] = Field(default_factory=lambda: {"self": 1.0, "reflect": 1.0, "multi": 1.0, "safety": 1.0},
                                      description="a*: the target alignment state of Eq. 6")
+    flag_threshold: float = Field(0.5, ge=0, le=1, description="sentence/document/conversation scores below this flag their tokens")
     rwr_beta: float = Field(0.5, gt=0)
     filter_threshold: float = Field(0.5, ge=0, le=1)
     orchestration: bool = Field(True, description="ablation switch: False = uniform, frozen cell weights")

@@ -1,0 +1,90 @@
+"""The registry's active strategy controls which plugins run: a run without --plugins follows
+it, and picks up an activation made elsewhere (another shell, another node) at the next round
+boundary. Runs on SQLite and PostgreSQL."""
+
+import importlib
+import json
+import sys
+
+import pytest
+
+from helpers import good_plugin_source, make_plugin_dist, run_cli
+from ufarsap_engine.config import RunConfig
+from ufarsap_engine.run import execute, prepare
+
+ACTIVATOR = good_plugin_source().replace("class Plugin:", '''
+import os
+from ufarsap_engine.hookspecs import hookimpl as _impl
+
+class Plugin:
+    @_impl
+    def ufarsap_round_end(self, report):
+        # Stands in for `ufarsap-engine registry activate ID` typed in another shell.
+        if report.round == 1:
+            from ufarsap_registry import open_registry
+            with open_registry(os.environ["CONTROL_URL"]) as reg:
+                reg.activate(int(os.environ["CONTROL_TARGET"]), reason="from another shell")
+''', 1)
+
+
+@pytest.fixture
+def plugins_on_path(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    make_plugin_dist(site, "first-dist", {"safety.first": "firstplug:Plugin"}, {"firstplug": ACTIVATOR})
+    make_plugin_dist(site, "second-dist", {"safety.second": "secondplug:Plugin"}, {"secondplug": good_plugin_source()})
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield site
+    for mod in ("firstplug", "secondplug"):
+        sys.modules.pop(mod, None)
+
+
+def test_activation_elsewhere_takes_effect_at_the_next_round(plugins_on_path, registry_url, tmp_path, monkeypatch):
+    from ufarsap_registry import open_registry
+
+    with open_registry(registry_url) as reg:
+        first = reg.add_strategy(plugins=["safety.first"], params={}, origin="manual")
+        second = reg.add_strategy(plugins=["safety.second"], params={}, origin="manual")
+        reg.activate(first)
+    monkeypatch.setenv("CONTROL_URL", registry_url)
+    monkeypatch.setenv("CONTROL_TARGET", str(second))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(f"paragraph {i} is fine" if i % 2 else f"paragraph {i} is bad" for i in range(40)))
+    cfg = RunConfig(data=str(corpus), steps=20, round_steps=10, window_steps=5, batch_samples=4, train_model=False,
+                    out=str(tmp_path / "run"), registry=registry_url)
+    summary = execute(prepare(cfg))
+    assert summary["plugins_source"] == "registry" and summary["plugins"] == ["safety.first"]
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    before, after = metrics[:10], metrics[10:]
+    assert all(m.get("plugin.safety.first") == 1.0 and "plugin.safety.second" not in m for m in before)
+    assert all(m.get("plugin.safety.second") == 1.0 and "plugin.safety.first" not in m for m in after)
+    assert all(m["strategy.id"] == second for m in after)
+    with open_registry(registry_url) as reg:
+        assert reg.active_strategy().id == second
+        assert len(reg.list(lifecycle="active")) == 1
+
+
+def test_evolving_run_writes_candidates_and_changes_active_plugins(tmp_path):
+    """`run --evolve` on the embedded default: candidates, rejections and an integrated strategy
+    with lineage; the integrated strategy's plugins are what the next round runs."""
+    reg_url = f"sqlite:///{tmp_path / 'reg.sqlite'}"
+    res = run_cli("run", "--no-train", "--evolve", "--plugins", "safety.toxicity", "--steps", "30",
+                  "--set", "round_steps=10", "--set", "evolution.population_size=3", "--out", str(tmp_path / "run"),
+                  "--registry", reg_url, "--json", cwd=tmp_path, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from ufarsap_registry import open_registry
+
+    with open_registry(reg_url) as reg:
+        everything = reg.list()
+        integrated = [r for r in everything if r.lifecycle in ("active", "retired") and r.origin != "manual"]
+        assert any(r.lifecycle == "rejected" for r in everything) or len(integrated) >= 2
+        active = reg.active_strategy()
+        assert active is not None and active.origin != "manual"
+        events = [e.event for e in reg.lineage(active.id)]
+        assert "activated" in events
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = {k[len("plugin."):] for k, v in metrics[-1].items() if k.startswith("plugin.")}
+    assert last == set(active.plugins)
+    listing = run_cli("plugins", "--json", "--registry", reg_url, cwd=tmp_path)
+    enabled = {r["name"] for r in json.loads(listing.stdout) if r["enabled"]}
+    assert enabled == set(active.plugins)
