@@ -12,7 +12,10 @@ smallest set of shims that was found sufficient (see ``/work/shared/notes/megatr
 3. ``torch.cuda.synchronize`` / ``empty_cache`` become no-ops (pipeline p2p calls them).
 4. Gradient clipping: Megatron's fp32 clip asserts ``torch.cuda.FloatTensor``; it is replaced by
    a plain scale-by-coefficient with the same maths (``max_norm / (norm + 1e-6)`` when < 1).
-5. ``torch.cuda.Event`` becomes a wall-clock stub (used by timers and the inference engine).
+5. ``torch.cuda.Event`` becomes a wall-clock stub (Megatron timers).
+
+Not needed here: Megatron's own inference engine (it would also need its ``is_cuda`` asserts in
+``inference.communication_utils`` relaxed); the engine samples with ``generate.py`` instead.
 
 It is applied only when ``torch.cuda.is_available()`` is False, so real runs (CUDA + NCCL) never
 see any of it. It is idempotent and process-wide (the function mode is pushed once, for the
@@ -132,20 +135,8 @@ def apply_cpu_compat() -> bool:
     clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_cpu
     meg_optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_cpu
 
-    _relax_inference_cuda_asserts()
-
     _MODE = _CudaToCpuMode()
     _MODE.__enter__()
     _APPLIED = True
     return True
 
-
-def _relax_inference_cuda_asserts() -> None:
-    """Megatron's inference p2p helpers assert ``tensor.is_cuda``; allow CPU tensors.
-
-    Only needed if the engine uses Megatron's inference engine; our own generator
-    (``generate.py``) does not, but the patch is harmless."""
-    try:
-        import megatron.core.inference.communication_utils as cu  # noqa: F401
-    except Exception:  # pragma: no cover - optional module
-        return

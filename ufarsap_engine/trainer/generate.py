@@ -15,7 +15,6 @@ raw distribution (before temperature / top-k / top-p).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 import torch.distributed as dist
