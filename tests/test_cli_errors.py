@@ -9,9 +9,11 @@ import pytest
 from helpers import good_plugin_source, make_plugin_dist, run_cli
 
 
-@pytest.fixture
-def world(tmp_path):
-    """A working directory with a registry holding one finished run, and fake plugins on the path."""
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A working directory with a registry holding one finished run, and fake plugins on the path
+    (shared by the tests: each compares the registry before and after its own command)."""
+    tmp_path = tmp_path_factory.mktemp("cli_errors")
     site = tmp_path / "site"
     make_plugin_dist(site, "broken-dist", {"safety.broken": "brokenplug:Plugin"},
                      {"brokenplug": "import module_that_does_not_exist\n"})

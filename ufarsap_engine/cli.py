@@ -109,6 +109,79 @@ def _print_summary(summary: dict) -> None:
     _console().print(t)
 
 
+# --- generate / evaluate ------------------------------------------------------------------------
+
+def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
+    if (prompt is None) == (prompts_file is None):
+        raise UserError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
+    if prompt is not None:
+        return [prompt]
+    from pathlib import Path
+
+    path = Path(prompts_file)
+    if not path.exists():
+        raise UserError(f"prompts file {path} does not exist")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"]:
+            raise UserError(f"{path}:{n}: needs a non-empty string field 'prompt'")
+        out.append(rec["prompt"])
+    if not out:
+        raise UserError(f"prompts file {path} holds no prompts")
+    return out
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--checkpoint", required=True, help="Checkpoint dir, its checkpoints/ dir, or a run dir (newest is used).")
+@click.option("--prompt", help="One prompt.")
+@click.option("--prompts", "prompts_file", help="JSONL file with a 'prompt' field per line.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=48, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True, help="0 = greedy.")
+@click.option("--top-k", type=click.IntRange(0), default=0, show_default=True, help="0 = off.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="Samples per prompt.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@JSON_OPT
+def generate(checkpoint, prompt, prompts_file, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
+             as_json) -> None:
+    """Sample continuations from a trained checkpoint."""
+    from ufarsap_engine.trainer.generate import SamplingParams
+    from ufarsap_engine.trainer.worker import generate_from_checkpoint
+
+    prompts = _read_prompts(prompt, prompts_file)
+    rows = []
+    for k in range(num_samples):
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                seed=seed + k)
+        for p, g in zip(prompts, generate_from_checkpoint(checkpoint, prompts, params)):
+            rows.append({"prompt": p, "sample_index": k, "text": g.text, "finish_reason": g.finish_reason,
+                         "mean_logprob": sum(g.logprobs) / max(1, len(g.logprobs))})
+    for r in sorted(rows, key=lambda r: (prompts.index(r["prompt"]), r["sample_index"])):
+        click.echo(json.dumps(r) if as_json else f"[{r['sample_index']}] {r['prompt']}{r['text']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--checkpoint", required=True, help="Checkpoint dir, its checkpoints/ dir, or a run dir.")
+@click.option("--data", required=True, help="Held-out .txt or .jsonl file.")
+@JSON_OPT
+def evaluate(checkpoint, data, as_json) -> None:
+    """Held-out LM loss and perplexity of a checkpoint on a text/JSONL file."""
+    from ufarsap_engine.trainer.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, data)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
+                   f"({result['tokens']} tokens, {result['documents']} documents)")
+
+
 # --- plugins ---------------------------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)
