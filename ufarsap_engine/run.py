@@ -20,7 +20,7 @@ from ufarsap_engine import __version__
 from ufarsap_engine.alignment.runtime import AlignmentRuntime
 from ufarsap_engine.alignment.scoring import make_sample, score_batch
 from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
-from ufarsap_engine.data.corpus import default_corpus_path, iter_documents
+from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.schemas import PARADIGMS, Horizon, TextBatch
@@ -130,11 +130,7 @@ def trainer_configs(cfg: RunConfig):
 
 
 def _load_samples(cfg: RunConfig) -> list:
-    path = cfg.data or default_corpus_path()
-    samples = [make_sample(doc_id, text, **extras) for doc_id, text, extras in iter_documents(path)]
-    if not samples:
-        raise UserError(f"data file {path} holds no documents")
-    return samples
+    return [make_sample(doc_id, text, **extras) for doc_id, text, extras in iter_documents(cfg.data)]
 
 
 def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]:
