@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,7 @@ def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
     order = list(range(len(train)))
     random.Random(cfg.seed).shuffle(order)
     status = "failed"
-    runtime.on_train_start(type("Start", (), {"step": 0})())
+    runtime.on_train_start(SimpleNamespace(step=0))
     try:
         with open(Path(cfg.out) / "metrics.jsonl", "w", encoding="utf-8") as metrics_file:
             for step in range(1, cfg.steps + 1):
