@@ -51,7 +51,7 @@ def test_gradients_reach_orchestrator_and_interaction_network():
     feats = torch.stack([o.mean(-1), torch.full((P,), 0.5), torch.full((P,), 0.4)], dim=-1)
     loss = loss + prediction_loss(net(feats, present), torch.rand(P), present)
     loss.backward()
-    assert orch.logits.grad[TOKEN, SHORT].abs() > 0 and orch.logits.grad[SCALE_CONV := 3, SHORT] == 0
+    assert orch.logits.grad[TOKEN, SHORT].abs() > 0 and orch.logits.grad[3, SHORT] == 0  # conversation scale: no cell
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 

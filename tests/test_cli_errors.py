@@ -130,7 +130,6 @@ def test_out_of_date_schema_is_refused_with_the_upgrade_command(world):
     con = sqlite3.connect(reg)
     (rev,) = con.execute("SELECT version_num FROM ufarsap_alembic_version").fetchone()
     con.close()
-    from ufarsap_registry import migrate  # a registry stamped with an older revision
     old = tmp / "old.sqlite"
     old.write_bytes(reg.read_bytes())
     con = sqlite3.connect(old)

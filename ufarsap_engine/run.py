@@ -24,7 +24,7 @@ from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
 from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
-from ufarsap_engine.schemas import PARADIGMS, Horizon, TextBatch
+from ufarsap_engine.schemas import Horizon, TextBatch
 
 
 @dataclass

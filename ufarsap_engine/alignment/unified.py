@@ -30,7 +30,7 @@ from ufarsap_engine.alignment.interaction import InteractionNetwork, prediction_
 from ufarsap_engine.alignment.objectives import filtering_mask, rwr_sum, unlikelihood_sum
 from ufarsap_engine.alignment.orchestrator import Orchestrator, coordination_loss
 from ufarsap_engine.alignment.reward import unified_reward
-from ufarsap_engine.alignment.scoring import make_sample, score_batch, sentence_spans
+from ufarsap_engine.alignment.scoring import make_sample, score_batch
 from ufarsap_engine.alignment.state import AlignmentTracker
 from ufarsap_engine.config import ObjectiveConfig
 from ufarsap_engine.plugin_host import PluginHost
