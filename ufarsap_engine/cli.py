@@ -94,17 +94,23 @@ def _stderr_console():
     return Console(stderr=True)
 
 
+SUMMARY_PREFIXES = ("loss", "lm_loss", "state.", "probe.", "emergence.score", "reward.unified", "flagged_p.",
+                    "tokens_per_s", "evolution.")
+
+
 def _print_summary(summary: dict) -> None:
+    """The headline figures of a run; every metric of every step is in OUT/metrics.jsonl."""
     from rich.table import Table
 
-    t = Table(title=f"run {summary['run_id'][:8]} {summary['status']} ({summary['wall_time_s']} s)")
+    t = Table(title=f"run {summary['run_id'][:8]} {summary['status']} ({summary['wall_time_s']} s)",
+              caption="all metrics, every step: OUT/metrics.jsonl")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("plugins", ", ".join(summary["plugins"]) or "(none)")
     t.add_row("plugins chosen by", summary["plugins_source"])
     t.add_row("strategy id", str(summary["strategy_id"]))
     for k, v in summary["final_metrics"].items():
-        if v is not None:
+        if v is not None and k.startswith(SUMMARY_PREFIXES):
             t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     _console().print(t)
 
@@ -417,6 +423,37 @@ def version(as_json) -> None:
     else:
         for k, v in data.items():
             click.echo(f"{k}: {v}")
+
+
+# --- bench -----------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--preset", default="smoke", show_default=True, help="smoke, cpu, gpu-125m or gpu-1b.")
+@click.option("--out", required=True, help="Benchmark directory (results.json, report.md, PNGs, runs/); "
+                                           "rerunning with the same --out skips finished runs.")
+@click.option("--seeds", type=int, help="Seeds per method (default: the preset's).")
+@click.option("--methods", help="Comma list of methods (default: the preset's; mle is always added).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (one log line per finished run stays).")
+@JSON_OPT
+def bench(preset, out, seeds, methods, no_progress, as_json) -> None:
+    """Train and evaluate every alignment method x seed; write results.json, report.md and plots."""
+    from ufarsap_engine.bench import get_preset, parse_methods, run_bench
+
+    p = get_preset(preset)
+    names = parse_methods(methods, p)
+    if seeds is not None and seeds < 1:
+        raise UserError("--seeds must be >= 1")
+    res = run_bench(p, out, names, seeds or p.seeds, show_progress=not no_progress and not as_json)
+    runs = res.get("runs", [])
+    done = sum(r.get("status") == "complete" for r in runs)
+    if as_json:
+        _echo_json({"out": out, "report": os.path.join(out, "report.md"), "complete": done,
+                    "failed": len(runs) - done,
+                    "runs": [{k: r.get(k) for k in ("method", "seed", "status", "metrics", "error")} for r in runs]})
+    else:
+        click.echo(f"bench: {done}/{len(runs)} runs complete; report: {os.path.join(out, 'report.md')}")
+    if done < len(runs):
+        raise EngineError(f"{len(runs) - done} bench run(s) failed; see {os.path.join(out, 'results.json')}")
 
 
 # --- entry point -----------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Fast checks of the benchmark's parts: conditional-training corpus rewrite, the independent
+judges, AUC, presets and method selection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ufarsap_engine.alignment.conditional import ALIGNED, MISALIGNED, control_prompt, render_record, rewrite_corpus
+from ufarsap_engine.bench.evaluate import auc, distinct_n
+from ufarsap_engine.errors import UserError
+
+
+def test_rewrite_corpus_prefixes_by_threshold(tmp_path):
+    recs = [{"id": "a", "text": "fine text"}, {"id": "b", "prompt": "Q?", "response": "bad"},
+            {"id": "c", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+    c = rewrite_corpus(recs, [0.9, 0.2, 0.5], 0.5, tmp_path / "c.jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [ALIGNED + "fine text", MISALIGNED + "Q?\nbad",
+                                         ALIGNED + "user: hi\nassistant: yo\n"]
+    assert (c.aligned, c.misaligned) == (2, 1)
+    assert control_prompt("x") == ALIGNED + "x"
+
+
+def test_render_matches_the_trainer():
+    from ufarsap_engine.trainer.data import DataSpec, _render_record
+
+    for rec in ({"id": "1", "text": "t"}, {"id": "2", "prompt": "p ", "response": "r"},
+                {"id": "3", "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}):
+        assert render_record(rec)[0] == _render_record(rec, "x", DataSpec(), 0).text
+
+
+def test_judges_flag_each_category_and_not_clean_text():
+    from ufarsap_engine.bench.judges import default_judge
+
+    j = default_judge()
+    clean, tox, pii, bias = j.judge_many([
+        "The grey heron is a bird that lives in marshes and lake shores.",
+        "Honestly, you 1d10t, that was a stupid plan.",
+        "Reach me at jane.doe@example.com or 555-201-3344.",
+        "All immigrants are naturally lazy.",
+    ])
+    assert not clean.flagged
+    assert tox.scores["toxicity"] >= 0.5 and pii.scores["privacy"] >= 0.5 and bias.scores["bias"] >= 0.5
+
+
+def test_auc_and_distinct():
+    assert auc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
+    assert auc([0.5, 0.5], [1, 0]) == 0.5
+    assert auc([0.1], [1]) is None
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+
+
+def test_presets_and_methods():
+    from ufarsap_engine.bench import METHODS, PRESETS, get_preset, parse_methods
+
+    assert set(PRESETS) == {"smoke", "cpu", "gpu-125m", "gpu-1b"}
+    cpu = PRESETS["cpu"]
+    assert cpu.seeds >= 3 and set(cpu.methods) == set(METHODS)
+    assert parse_methods("conditional", cpu) == ["mle", "conditional"]
+    with pytest.raises(UserError):
+        parse_methods("nope", cpu)
+    with pytest.raises(UserError):
+        get_preset("huge")

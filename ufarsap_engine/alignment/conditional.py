@@ -1,0 +1,134 @@
+"""Conditional training (Korbak et al. 2023, "Pretraining Language Models with Human Preferences").
+
+A data-side alignment method, the single-method baseline UFARSAP is measured against:
+
+1. score every training document *once* with the run's evaluators (the selected plugins, at the
+   short horizon, every scale they serve);
+2. a document whose alignment score (the lowest paradigm score, each paradigm's score being the
+   mean over its plugins and scales, in [0, 1], higher = better aligned) is at least
+   ``threshold`` is prefixed with the control string ``<|aligned|>``, any other with
+   ``<|misaligned|>``;
+3. the rewritten corpus is written into the run directory and trained with plain MLE (no plugin
+   hooks, no trainer change);
+4. at generation time prompts are prefixed with ``<|aligned|>`` (:func:`control_prompt`).
+
+Documents are rendered exactly as the trainer renders them (``prompt`` + newline + ``response``;
+``role: content`` lines for ``messages``), so the tokens after the control string are the tokens
+every other method trains on. With a tokenizer that has the two control strings as special
+tokens (the benchmark trains one), each control string is a single token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+ALIGNED = "<|aligned|>"
+MISALIGNED = "<|misaligned|>"
+CONTROL_TOKENS = (ALIGNED, MISALIGNED)
+
+
+def render_record(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(text, sample extras) of one corpus record, rendered the way the trainer renders it
+    (``ufarsap_engine/trainer/data.py:_render_record``)."""
+    if "text" in rec:
+        return str(rec["text"]), {}
+    if "prompt" in rec or "response" in rec:
+        prompt, response = str(rec.get("prompt", "")), str(rec.get("response", ""))
+        sep = "" if (not prompt or prompt[-1].isspace()) else "\n"
+        return prompt + sep + response, {"prompt": prompt}
+    if "messages" in rec:
+        from ufarsap_engine.schemas import Message
+
+        msgs = rec["messages"]
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
+        return text, {"messages": [Message(role=m["role"], content=str(m["content"])) for m in msgs]}
+    raise ValueError(f"record {rec.get('id')!r} has no text, prompt/response or messages")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def score_documents(host, records: Iterable[dict[str, Any]], batch_size: int = 32) -> list[float]:
+    """One alignment score per record from the plugins of ``host``: the lowest paradigm score
+    (each paradigm = mean of its plugins' scores over the scales they serve); 1.0 where no
+    plugin has an opinion."""
+    from ufarsap_engine.alignment.scoring import make_sample, score_batch
+    from ufarsap_engine.schemas import AlignmentState, Horizon, TextBatch
+
+    records = list(records)
+    paradigm_of = {n: i.paradigm.value for n, i in host.info.items()}
+    state = AlignmentState()
+    scores: list[float] = []
+    for i in range(0, len(records), batch_size):
+        chunk = records[i:i + batch_size]
+        samples = []
+        for j, rec in enumerate(chunk):
+            text, extras = render_record(rec)
+            samples.append(make_sample(str(rec.get("id", i + j)), text, **extras))
+        cells = score_batch(host, TextBatch(samples=samples, step=0), Horizon.SHORT, state)
+        per_paradigm = cells.paradigm_sample_scores(paradigm_of)
+        for k in range(len(samples)):
+            vals = [v[k] for v in per_paradigm.values() if v[k] is not None]
+            scores.append(float(min(vals)) if vals else 1.0)
+    return scores
+
+
+@dataclass
+class ConditionalCorpus:
+    path: Path
+    documents: int
+    aligned: int
+    misaligned: int
+    threshold: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "documents": self.documents, "aligned": self.aligned,
+                "misaligned": self.misaligned, "threshold": self.threshold}
+
+
+def rewrite_corpus(records: list[dict[str, Any]], scores: list[float], threshold: float,
+                   out_path: str | Path) -> ConditionalCorpus:
+    """Write ``{"id", "text"}`` records, each text prefixed with its control string."""
+    if len(records) != len(scores):
+        raise ValueError(f"{len(records)} records but {len(scores)} scores")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    aligned = 0
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec, s in zip(records, scores):
+            text, _ = render_record(rec)
+            ok = s >= threshold
+            aligned += ok
+            f.write(json.dumps({"id": rec.get("id"), "text": (ALIGNED if ok else MISALIGNED) + text}) + "\n")
+    tmp.replace(out)
+    return ConditionalCorpus(out, len(records), aligned, len(records) - aligned, threshold)
+
+
+def control_prompt(prompt: str, aligned: bool = True) -> str:
+    """The generation prompt of a conditionally trained model."""
+    return (ALIGNED if aligned else MISALIGNED) + prompt
+
+
+def prepare_conditional_run(cfg, threshold: float = 0.5, scores: list[float] | None = None,
+                            records: list[dict[str, Any]] | None = None):
+    """Turn a run config into its conditional-training run: score the corpus with the config's
+    plugins (unless ``scores`` are given), write ``OUT/conditional_corpus.jsonl`` and return
+    ``(config for plain MLE on it, ConditionalCorpus)``."""
+    from ufarsap_engine.data.corpus import default_corpus_path
+    from ufarsap_engine.plugin_host import PluginHost
+
+    records = records if records is not None else read_records(cfg.data or default_corpus_path())
+    if scores is None:
+        host = PluginHost(list(cfg.plugins or []), strict=cfg.strict_plugins)
+        for name in host.names:
+            host.call("ufarsap_configure", only=[name], params=cfg.plugin_params.get(name, {}))
+        scores = score_documents(host, records)
+    corpus = rewrite_corpus(records, scores, threshold, Path(cfg.out) / "conditional_corpus.jsonl")
+    mle = cfg.model_copy(update={"plugins": [], "plugin_params": {}, "data": str(corpus.path), "evolve": False})
+    return mle, corpus
