@@ -2,8 +2,9 @@
 *sum* over tokens (the trainer divides by the global token count), or, for data-side methods,
 the token weights / control tokens they impose.
 
-- unlikelihood (Welleck et al.; Korbak et al.): flagged tokens are taken out of L_LM (weight
-  ``1 - m_t``) and their probability is pushed down: ``-sum m_t log(1 - p_t)``. (Keeping them in
+- unlikelihood (Welleck et al.; Korbak et al.): flagged tokens (token spans and flagged
+  sentences) are taken out of L_LM (weight ``1 - m_t``) and their probability is pushed down:
+  ``-sum m_t log(1 - p_t)``. (Keeping them in
   L_LM would balance the two at p = 1/(1 + lambda), i.e. not lower a rare token at all.)
 - rwr (reward-weighted regression): reweight the LM loss by ``w = N * softmax(R / beta)`` over the
   N tokens (each token carries its document's reward; per-sample rewards work too); the term is

@@ -200,9 +200,13 @@ class UnifiedObjective:
         total = torch.zeros((), device=q.device)
         for p, lam in self._active_paradigms(present).items():
             name, family = PARADIGMS[p], cfg.families.get(PARADIGMS[p], "none")
-            r = reward if cfg.mode == "unified" else token_scores[p]
+            # The self paradigm's reward is the synthetic unified reward (Eq. 12) in unified mode;
+            # every other paradigm is rewarded by its own scores (so two RWR paradigms are two signals).
+            r = reward if (cfg.mode == "unified" and name == "self") else token_scores[p]
             if family == "unlikelihood":
-                flagged = mis[:, p].amax(0)
+                # Token spans and flagged sentences, not whole documents: a harmful document's clean
+                # sentences stay in L_LM (document-level verdicts act through rewards and L_coord).
+                flagged = mis[[TOKEN, SENTENCE], p].amax(0)
                 lm_weight = lm_weight * (1.0 - flagged)
                 term = unlikelihood_sum(logp, flagged, mask)
             elif family == "rwr":
@@ -250,6 +254,7 @@ class UnifiedObjective:
             flags = mis[si].amax(0) * mask
             if flags.sum() > 0:
                 metrics[f"flagged_p.{scale}"] = ((flags * q).sum() / flags.sum()).detach()
+        metrics["lm_token_weight"] = ((lm_weight * mask).sum() / ntok.clamp(min=1.0)).detach()  # 1 = all tokens in L_LM
         metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
         extra = {**self.orchestrator.weight_table(avail), **(self.extra_metrics() if self.extra_metrics else {})}
         for k, v in extra.items():
