@@ -3,7 +3,7 @@
 the token weights / control tokens they impose.
 
 - unlikelihood (Welleck et al.; Korbak et al.): flagged tokens (token spans and flagged
-  sentences) are taken out of L_LM (weight ``1 - m_t``) and their probability is pushed down:
+  sentences; whole documents only for a paradigm that scores nothing finer) are taken out of L_LM (weight ``1 - m_t``) and their probability is pushed down:
   ``-sum m_t log(1 - p_t)``. (Keeping them in
   L_LM would balance the two at p = 1/(1 + lambda), i.e. not lower a rare token at all.)
 - rwr (reward-weighted regression): reweight the LM loss by ``w = N * softmax(R / beta)`` over the

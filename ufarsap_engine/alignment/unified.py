@@ -204,9 +204,11 @@ class UnifiedObjective:
             # every other paradigm is rewarded by its own scores (so two RWR paradigms are two signals).
             r = reward if (cfg.mode == "unified" and name == "self") else token_scores[p]
             if family == "unlikelihood":
-                # Token spans and flagged sentences, not whole documents: a harmful document's clean
-                # sentences stay in L_LM (document-level verdicts act through rewards and L_coord).
-                flagged = mis[[TOKEN, SENTENCE], p].amax(0)
+                # The finest flags the paradigm has: token spans and flagged sentences, so a harmful
+                # document's clean sentences stay in L_LM; whole documents only for a paradigm that
+                # scores nothing finer.
+                fine = self.available[[TOKEN, SENTENCE], SHORT, p].any()
+                flagged = mis[[TOKEN, SENTENCE], p].amax(0) if fine else mis[:, p].amax(0)
                 lm_weight = lm_weight * (1.0 - flagged)
                 term = unlikelihood_sum(logp, flagged, mask)
             elif family == "rwr":
