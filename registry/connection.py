@@ -84,6 +84,27 @@ def check_connection(engine: Engine, url: str | URL) -> None:
         raise unavailable(url, first_line(error)) from None
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch to WAL (persistent in the file, so usually a no-op). Switching a new database
+    needs an exclusive lock, and SQLite can answer "database is locked" at once, without the
+    busy handler, while other processes open the same new file: retry within the busy timeout."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -91,7 +112,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
