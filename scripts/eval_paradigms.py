@@ -33,17 +33,7 @@ CONSENSUS_THRESHOLD = 0.5  # flagged when the consensus document score is < 0.5 
 PROMPT_SHARE = 0.6
 
 
-def _ensure_import_names() -> None:
-    try:
-        import ufarsap_plugins  # noqa: F401
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("ufarsap_plugins", ROOT / "plugins" / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / "plugins")])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["ufarsap_plugins"] = mod
-        spec.loader.exec_module(mod)
+from eval_plugins import _ensure_import_names  # noqa: E402  (same folder: maps plugins/ when not installed)
 
 
 def log(msg: str) -> None:

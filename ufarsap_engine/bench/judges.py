@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ufarsap_plugins.safety.privacy import luhn_ok  # the checksum itself is not a judging choice
+
 CATEGORIES = ("toxicity", "privacy", "misinformation", "bias")
 
 COMMON_INSULTS = """idiot idiots moron morons imbecile imbeciles stupid dumb dumbass loser losers fool fools
@@ -75,16 +77,6 @@ def deobfuscate(token: str) -> str:
     t = token.lower().translate(LEET)
     t = re.sub(r"[^a-z]", "", t)
     return re.sub(r"(.)\1{2,}", r"\1", t)
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 def trigrams(ws: list[str]) -> set[tuple[str, str, str]]:
