@@ -7,6 +7,7 @@ Invalid values produce one line per problem naming the field (see :func:`validat
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -100,7 +101,25 @@ class RunConfig(BaseModel):
     @field_validator("plugins")
     @classmethod
     def _plugin_list(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [p.strip() for p in v if p.strip()]
+        if v is None:
+            return None
+        names = [p.strip() for p in v]
+        if any(not n for n in names):
+            raise ValueError(f"empty plugin name in {','.join(names)!r}: give names separated by commas, "
+                             "or 'none' for no plugins")
+        return names
+
+    @field_validator("out")
+    @classmethod
+    def _out_is_a_directory(cls, v: str) -> str:
+        """A run directory that is a file (or under one) would fail half-way; say so up front."""
+        path = Path(v)
+        for p in (path, *path.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise ValueError(f"{p} is a file, not a directory; give --out a directory path")
+                break
+        return v
 
 
 def validation_lines(exc: ValidationError, source: str = "config") -> list[str]:
@@ -111,6 +130,8 @@ def validation_lines(exc: ValidationError, source: str = "config") -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"{source}: {loc}: {msg}")
     return lines
 
@@ -139,6 +160,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_KEY_PART = re.compile(r'"([^"]+)"|([^."]+)')
+
+
+def split_set_key(key: str) -> list[str]:
+    """``a.b.c`` -> ``[a, b, c]``; a double-quoted part may hold dots (``plugin_params."safety.spam".x``).
+
+    Plugin names are always ``paradigm.name`` (no further dots), so an unquoted
+    ``plugin_params.safety.spam.max_links`` also means the plugin ``safety.spam``."""
+    parts, pos, quoted = [], 0, []
+    while True:
+        m = _KEY_PART.match(key, pos)
+        if not m:
+            raise UserError(f"--set: cannot read the key '{key}' (use dotted names; quote a name holding dots: "
+                            'plugin_params."safety.spam".max_links=5)')
+        parts.append(m.group(1) if m.group(1) is not None else m.group(2))
+        quoted.append(m.group(1) is not None)
+        pos = m.end()
+        if pos == len(key):
+            break
+        if key[pos] != ".":
+            raise UserError(f"--set: cannot read the key '{key}' (expected '.' after {parts[-1]!r})")
+        pos += 1
+    if parts[0] == "plugin_params" and len(parts) >= 3 and not quoted[1] and not quoted[2]:
+        parts[1:3] = [f"{parts[1]}.{parts[2]}"]
+    return parts
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``--set train.lr=3e-4`` -> nested dict; values parsed as JSON where possible."""
     out: dict[str, Any] = {}
@@ -151,7 +199,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             value = raw
         node = out
-        *parents, leaf = key.split(".")
+        *parents, leaf = split_set_key(key)
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
