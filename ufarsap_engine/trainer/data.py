@@ -125,23 +125,58 @@ def _render_record(rec: Any, where: str, spec: DataSpec, index: int) -> Document
     )
 
 
-def _read_jsonl(path: Path, spec: DataSpec) -> Iterator[Document]:
-    with open(path, encoding="utf-8") as f:
-        n = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+def _not_utf8(path: Path, lineno: int, exc: UnicodeDecodeError, line: bytes) -> UserError:
+    bad = line[exc.start:exc.start + 1].hex()
+    return UserError(f"{path}:{lineno}: not UTF-8 text (byte 0x{bad} at byte {exc.start + 1} of the line); "
+                     "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
+def _cannot_read(path: Path, exc: OSError) -> UserError:
+    return UserError(f"cannot read data file {path}: {exc.strerror or exc.__class__.__name__}")
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 file; unreadable or non-UTF-8 data is a one-line
+    UserError naming the file and line (binary data included)."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise _cannot_read(path, exc) from None
+    with f:
+        lineno = 0
+        while True:
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            yield _render_record(rec, f"{path}:{lineno}", spec, n)
-            n += 1
+                raw = f.readline()
+            except OSError as exc:
+                raise _cannot_read(path, exc) from None
+            if not raw:
+                return
+            lineno += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, lineno, exc, raw) from None
+            if "\x00" in line:
+                raise UserError(f"{path}:{lineno}: holds a NUL byte, so it looks like binary data, not text")
+            yield lineno, line
+
+
+def _read_jsonl(path: Path, spec: DataSpec) -> Iterator[Document]:
+    n = 0
+    for lineno, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        yield _render_record(rec, f"{path}:{lineno}", spec, n)
+        n += 1
 
 
 def _read_text(path: Path) -> Iterator[Document]:
-    raw = path.read_text(encoding="utf-8")
-    chunks = [c.strip("\n") for c in raw.replace("\r\n", "\n").split("\n\n")]
+    raw = "".join(line for _, line in _text_lines(path))
+    chunks = [c.strip("\n") for c in raw.replace("\r\n", "\n").replace("\r", "\n").split("\n\n")]
     for i, c in enumerate(x for x in chunks if x.strip()):
         yield Document(str(i), c)
 
@@ -286,7 +321,12 @@ def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
             f"tokenizer not found: {file} (give a directory holding a fast tokenizer's "
             "tokenizer.json, or the file itself)"
         )
-    tok = Tokenizer.from_file(str(file))
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception for every kind of bad file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{file} is not a valid tokenizer.json ({first}); replace it with a fast "
+                        "tokenizer's tokenizer.json (a run trains its own when OUT/tokenizer.json is absent)") from None
     eos = None
     cfg = file.parent / "tokenizer_config.json"
     if cfg.exists():
