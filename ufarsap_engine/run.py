@@ -249,8 +249,9 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         callbacks=[worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_callback")])
     spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
     rc = worker.launch_torchrun(cfg.nproc, spec_path)
+    reported = worker.read_worker_error(cfg.out) if rc != 0 else None
     if rc == 2:
-        raise UserError(worker.read_worker_error(cfg.out) or "the workers reported a user error")
+        raise UserError(reported or "the workers reported a user error")
     if rc != 0:
-        raise EngineFailure(f"torchrun exited with status {rc}; see the output above")
+        raise EngineFailure(reported or f"torchrun exited with status {rc}; see the output above")
     return json.loads((Path(cfg.out) / "summary.json").read_text())

@@ -9,8 +9,9 @@
 - ``launch_torchrun(nproc, spec_path)`` checks the spec in the calling process first (layout,
   device, data, tokenizer, checkpoint), so user mistakes are reported as one line without
   starting any worker, then runs ``torch.distributed.run --standalone`` (through
-  ``launcher.py``, which keeps torchrun's failure traceback out of the way). Exit code 2 means
-  the workers reported a user error (message in ``OUT/worker_error.json`` and on stderr).
+  ``launcher.py``, which keeps torchrun's failure traceback out of the way). The workers then
+  print nothing themselves: the first failing rank records its one line and exit code in
+  ``OUT/worker_error.json`` (2 user error, 1 failure) and the caller reports it once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +36,8 @@ from .data import DataSpec, PackedDataset, get_tokenizer, load_documents
 from .model_config import ModelConfig, TrainConfig, validate_layout
 
 WORKER_ERROR = "worker_error.json"
+#: Set by :func:`launch_torchrun`: the launching process reports the result, not each worker.
+LAUNCHER_REPORTS_ENV = "UFARSAP_LAUNCHER_REPORTS"
 
 
 def quiet_megatron_warnings() -> None:
@@ -346,7 +350,8 @@ def launch_torchrun(
     ufarsap_engine.trainer.worker --spec SPEC``).
 
     Raises UserError (one line) for what the preflight finds. Returns the exit code: 0 ok,
-    2 user error reported by the workers (``read_worker_error(out_dir)`` has the line),
+    2 user error or 1 failure reported by the workers (``read_worker_error(out_dir)`` has the
+    line; the workers print neither it nor the summary),
     124 timeout (the whole process group is killed), 128+N killed by signal N, else failure.
     ``check=False`` skips the preflight."""
     spec = load_spec(spec_path)
@@ -364,6 +369,7 @@ def launch_torchrun(
     if spec.train.device == "cpu":
         run_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     run_env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_env[LAUNCHER_REPORTS_ENV] = "1"
     run_env.update(env or {})
     proc = subprocess.Popen(cmd, env=run_env, start_new_session=True)
     try:
@@ -377,16 +383,34 @@ def launch_torchrun(
         proc.wait()
         raise
     if rc != 0 and (out / WORKER_ERROR).exists():
-        return 2
+        return int(json.loads((out / WORKER_ERROR).read_text()).get("exit_code", 2))
     return rc
 
 
 def read_worker_error(out_dir: str | os.PathLike) -> str | None:
-    """The one-line user error the workers reported, if any."""
+    """The one-line error the workers reported, if any."""
     p = Path(out_dir) / WORKER_ERROR
     if not p.exists():
         return None
     return json.loads(p.read_text()).get("message")
+
+
+def _record_error(spec: RunSpec | None, rank: int, message: str, exit_code: int) -> bool:
+    """Write ``OUT/worker_error.json`` unless another rank already did (the first error is the
+    cause; later ones are usually other ranks losing their peer). True if this rank wrote it."""
+    if spec is None:
+        return True
+    out = spec.train.out_path
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{WORKER_ERROR}.{rank}.tmp"
+    tmp.write_text(json.dumps({"message": message, "rank": rank, "exit_code": exit_code}))
+    try:
+        os.link(tmp, out / WORKER_ERROR)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,25 +419,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", required=True, help="RunSpec JSON file")
     args = ap.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
+    # Launched by ``ufarsap-engine run``: the launching process prints the summary and the one
+    # error line; the workers only record them, so nothing appears once per rank.
+    reported_by_launcher = os.environ.get(LAUNCHER_REPORTS_ENV) == "1"
     spec = None
     try:
         spec = load_spec(args.spec)
         summary = run_spec(spec)
-        if rank == 0:
+        if rank == 0 and not reported_by_launcher:
             print(json.dumps({"summary": summary}), flush=True)
         return 0
-    except UserError as e:
-        # Every rank records the error (torchrun may stop rank 0 as soon as another rank
-        # exits); only rank 0 prints it, so the user sees one line.
-        if spec is not None:
-            out = spec.train.out_path
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / f"{WORKER_ERROR}.{rank}.tmp"
-            tmp.write_text(json.dumps({"message": str(e), "rank": rank}))
-            os.replace(tmp, out / WORKER_ERROR)
-        if rank == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+    except Exception as e:  # every failure becomes one recorded line; tracebacks on request
+        from ufarsap_engine.errors import EngineError
+
+        if isinstance(e, EngineError):
+            message, code = str(e), e.exit_code
+        else:
+            if os.environ.get("UFARSAP_DEBUG"):
+                traceback.print_exc()
+            message, code = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}", 1
+        first = _record_error(spec, rank, message, code)
+        if not reported_by_launcher and (rank == 0 or first):
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        return code
 
 
 if __name__ == "__main__":
