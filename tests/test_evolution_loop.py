@@ -251,7 +251,8 @@ def test_report_png_and_numbers_match_the_registry(registry, fakes, tmp_path):
     # whole scope = this run here; a run with no strategies reports nothing, without dividing by zero
     assert report(registry, None, None, scope="rep")["candidates"] == rep["candidates"]
     empty = report(registry, "no-such-run", tmp_path / "empty.png", scope="rep")
-    assert empty["rounds"] == 0 and empty["discovery_rate"] is None and (tmp_path / "empty.png").exists()
+    assert empty["rounds"] == 0 and empty["discovery_rate"] is None and empty["png"] is None
+    assert not (tmp_path / "empty.png").exists()  # no evolution data: no empty plot
     assert all(v is None or math.isfinite(v) for v in (rep["effectiveness"], rep["generalisability"]))
 
 

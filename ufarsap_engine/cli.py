@@ -180,12 +180,50 @@ def evaluate(checkpoint, data, as_json) -> None:
     """Held-out LM loss and perplexity of a checkpoint on a text/JSONL file."""
     from ufarsap_engine.trainer.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, data)
+    with _batch_progress("evaluate", quiet=as_json) as progress:
+        result = evaluate_checkpoint(checkpoint, data, progress=progress)
     if as_json:
         _echo_json(result)
     else:
         click.echo(f"loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
                    f"({result['tokens']} tokens, {result['documents']} documents)")
+
+
+class _batch_progress:
+    """Progress of a long command on stderr: a bar on a terminal, else a plain line about every
+    10% (so redirected output shows progress too). Yields ``progress(done, total)``."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label, self.quiet, self.bar, self.task, self.last = label, quiet, None, None, 0
+
+    def __enter__(self):
+        import time
+
+        self.t0 = time.perf_counter()
+        if not self.quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True, console=_stderr_console())
+            self.bar.start()
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        import time
+
+        if self.quiet:
+            return
+        if self.bar is not None:
+            if self.task is None:
+                self.task = self.bar.add_task(self.label, total=total)
+            self.bar.update(self.task, completed=done)
+        elif done == total or done - self.last >= max(1, total // 10):
+            self.last = done
+            click.echo(f"{self.label}: {done}/{total} batches ({time.perf_counter() - self.t0:.1f} s)", err=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 # --- plugins ---------------------------------------------------------------------------------
@@ -391,15 +429,24 @@ def evolution() -> None:
 @evolution.command("report", context_settings=CONTEXT)
 @click.option("--run", "run_id", help="Only this evolution run (default: every run in the scope).")
 @click.option("--scope", default="default", show_default=True)
-@click.option("--out", "out_png", default="evolution.png", show_default=True, help="PNG of objective vs generation.")
+@click.option("--out", "out_png", help="PNG of objective vs generation (default: evolution.png; "
+                                     "with --json no PNG unless --out is given).")
 @REGISTRY_OPT
 @JSON_OPT
 def evolution_report(run_id, scope, out_png, registry_url, as_json) -> None:
-    """Discovery rate, effectiveness, generalisability (Table 2) and a plot of score vs generation."""
+    """Discovery rate, effectiveness, generalisability (Table 2) and a plot of score vs generation.
+
+    No evolution data (no candidates in the scope or run) is a user error (exit 2); no plot is drawn."""
     from ufarsap_engine.evolution import format_report, report
 
+    if out_png is None and not as_json:
+        out_png = "evolution.png"
     with _open(registry_url) as reg:
         data = report(reg, run_id, out_png, scope=scope)
+    if not data["candidates"]:
+        which = f"run {run_id}" if run_id else f"scope '{scope}'"
+        raise UserError(f"no evolution data for {which} in the registry (nothing to report or plot); "
+                        "run `ufarsap-engine run --evolve` first, or choose another --scope/--run")
     _echo_json(data) if as_json else click.echo(format_report(data))
 
 

@@ -43,7 +43,8 @@ def is_integrated(rec) -> bool:
 def report(reg, run_id: str | None = None, out_png: str | Path | None = "evolution.png", *,
            scope: str = "default") -> dict[str, Any]:
     """Bookkeeping of one evolution run (``run_id``) or of every run of ``scope`` (``None``);
-    writes the plot to ``out_png`` unless it is ``None``. JSON-ready (``None`` for no data)."""
+    writes the plot to ``out_png`` unless it is ``None`` or there are no candidates. JSON-ready
+    (``None`` for no data)."""
     records = [r for r in reg.list(scope=scope, order="asc")
                if (r.origin in EVOLUTION_ORIGINS or r.origin == "seed") and (run_id is None or r.run_id == run_id)]
     cands = [r for r in records if r.origin in EVOLUTION_ORIGINS]
@@ -102,7 +103,7 @@ def report(reg, run_id: str | None = None, out_png: str | Path | None = "evoluti
         "per_round": per_round,
         "png": None,
     }
-    if out_png is not None:
+    if out_png is not None and cands:  # no evolution data: no empty plot
         result["png"] = str(plot(records, out_png, title=f"evolution of scope '{scope}'"
                                  + (f", run {run_id[:8]}" if run_id else "")))
     return result

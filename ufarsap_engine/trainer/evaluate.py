@@ -11,7 +11,8 @@ import math
 import os
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data_path: str, batch_size: int = 8) -> dict:
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data_path: str, batch_size: int = 8, progress=None) -> dict:
+    """``progress(done, total)`` is called after every batch of windows (for a progress display)."""
     from .checkpoint import checkpoint_model_config, checkpoint_tokenizer_path, load_model_weights, resolve_checkpoint, verify_checkpoint
     from .data import DataSpec, load_tokenizer, read_documents
     from .generate import sequence_logprobs
@@ -40,10 +41,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_path: str, batch_siz
 
         gpt, _ = build_gpt(model_cfg, train_cfg, ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage())
         load_model_weights(gpt, ckpt, verified=True)
-        for i in range(0, len(chunks), batch_size):
+        batches = range(0, len(chunks), batch_size)
+        for n, i in enumerate(batches, 1):
             for lps in sequence_logprobs(gpt, chunks[i:i + batch_size]) or []:
                 total -= sum(lps)
                 count += len(lps)
+            if progress is not None:
+                progress(n, len(batches))
     finally:
         teardown_parallel(info)
     loss = total / max(1, count)
