@@ -6,7 +6,8 @@ Reports on the ``test`` split by default (plugins were tuned on ``dev`` only; se
 five; span level (character-overlap matching) for toxicity and privacy.
 
 Usage: ``python scripts/eval_plugins.py [--split test|dev] [--json] [--write-doc]
-[--errors N] [--plugins safety.toxicity,...]``
+[--errors N] [--plugins safety.toxicity,...]``; an installed third-party plugin:
+``--plugins safety.shouting --label toxicity`` (document level).
 """
 
 from __future__ import annotations
@@ -70,13 +71,34 @@ def span_prf(pred: list[list], gold: list[list]) -> dict:
 
 
 def load_plugin(name: str):
+    """A built-in safety plugin, or any installed plugin through its entry point."""
     import importlib
 
+    if name not in SAFETY:
+        from ufarsap_engine.plugin_host import installed_plugins
+
+        entry = installed_plugins().get(name)
+        if entry is None:
+            raise SystemExit(f"eval_plugins.py: plugin {name} is not installed (see `ufarsap-engine plugins`)")
+        obj = entry.load()
+        return obj() if isinstance(obj, type) else obj
     mod, cls, _ = SAFETY[name]
     return getattr(importlib.import_module(mod), cls)()
 
 
-def evaluate(split: str = "test", plugins: list[str] | None = None, errors: int = 0) -> dict:
+def _call(plugin, hook: str, **kwargs):
+    """Call a hook with the subset of the spec's arguments it takes (as pluggy does)."""
+    import inspect
+
+    method = getattr(plugin, hook)
+    taken = inspect.signature(method).parameters
+    return method(**{k: v for k, v in kwargs.items() if k in taken})
+
+
+def evaluate(split: str = "test", plugins: list[str] | None = None, errors: int = 0, label: str | None = None) -> dict:
+    """Document (and for toxicity/privacy span) P/R/F1. A plugin that is not built in is scored
+    against ``label`` (one of ``evaldata.LABELS``); a document counts as flagged when its score
+    is at most 1 - the plugin's ``threshold`` attribute (0.5 if it has none)."""
     _ensure_import_names()
     from ufarsap_engine.schemas import AlignmentState, Horizon, TextBatch
     from ufarsap_plugins import evaldata
@@ -84,20 +106,22 @@ def evaluate(split: str = "test", plugins: list[str] | None = None, errors: int 
     items = evaldata.load(split)
     results = {"split": split, "n_samples": len(items), "plugins": {}}
     for name in plugins or list(SAFETY):
-        key = SAFETY[name][2]
+        key = SAFETY[name][2] if name in SAFETY else label
+        if key not in evaldata.LABELS:
+            raise SystemExit(f"eval_plugins.py: {name} is not built in; give --label, one of {', '.join(evaldata.LABELS)}")
         plugin = load_plugin(name)
         t0 = time.perf_counter()
         batch = TextBatch(samples=[it.sample for it in items])
-        doc = plugin.ufarsap_score_document(batch=batch, horizon=Horizon.SHORT, state=AlignmentState())
+        doc = _call(plugin, "ufarsap_score_document", batch=batch, horizon=Horizon.SHORT, state=AlignmentState())
         secs = time.perf_counter() - t0
-        cut = 1.0 - plugin.threshold + 1e-9
+        cut = 1.0 - getattr(plugin, "threshold", 0.5) + 1e-9
         preds = [s <= cut for s in doc.sample_scores]
         gold = [bool(it.label[key]) for it in items]
         tp = sum(p and g for p, g in zip(preds, gold))
         fp = sum(p and not g for p, g in zip(preds, gold))
         fn = sum(g and not p for p, g in zip(preds, gold))
         res = {"document": prf(tp, fp, fn), "positives": sum(gold), "seconds": round(secs, 2)}
-        if key in SPAN_LABELS:
+        if key in SPAN_LABELS and name in SAFETY:
             tok = plugin.ufarsap_score_token(batch=batch, horizon=Horizon.SHORT, state=AlignmentState())
             pred_spans = [[(s.start, s.end) for s in sp if s.severity >= plugin.threshold] for sp in tok.spans]
             gold_spans = [[(g["start"], g["end"]) for g in it.spans if g["label"] in SPAN_LABELS[key]] for it in items]
@@ -239,9 +263,9 @@ def table(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["plugins"].items():
         d, sp = r["document"], r.get("span")
-        key = SAFETY[name][2]
+        target = f"{TARGETS[SAFETY[name][2]]:.2f}" if name in SAFETY else "-"
         rows.append(f"| {name} | {r['positives']} | {d['precision']:.3f} | {d['recall']:.3f} | {d['f1']:.3f} | "
-                    f"{TARGETS[key]:.2f} | " + (f"{sp['precision']:.3f} | {sp['recall']:.3f} | {sp['f1']:.3f}"
+                    f"{target} | " + (f"{sp['precision']:.3f} | {sp['recall']:.3f} | {sp['f1']:.3f}"
                                                  if sp else "- | - | -") + f" | {r['seconds']} |")
     return "\n".join(rows)
 
@@ -319,7 +343,9 @@ DOC_TAIL = """
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["dev", "test"])
-    ap.add_argument("--plugins", default="", help="comma-separated subset of the safety plugins")
+    ap.add_argument("--plugins", default="", help="comma-separated subset of the safety plugins, or installed plugins")
+    ap.add_argument("--label", help="for a plugin that is not built in: the label it detects "
+                                    "(toxicity, privacy, misinformation, bias, adversarial)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--write-doc", action="store_true", help="write docs/plugin-eval.md")
     ap.add_argument("--errors", type=int, default=0, help="include up to N misclassified samples per plugin")
@@ -334,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "dev" and args.write_doc:
         ap.error("--write-doc reports the test split only")
     names = [n.strip() for n in args.plugins.split(",") if n.strip()] or None
-    res = evaluate(args.split, names, args.errors)
+    res = evaluate(args.split, names, args.errors, args.label)
     if args.external_data:
         res["external"] = external_eval(args.external_data)
     if args.json:
