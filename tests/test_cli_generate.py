@@ -49,3 +49,15 @@ def test_bad_prompt_files_say_which_line(run_dir):
     assert res.returncode == 2 and f"{bad}:2:" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("generate", "--checkpoint", str(run_dir / "nope"), "--prompt", "x", cwd=run_dir)
     assert res.returncode == 2 and "checkpoint not found" in res.stderr
+
+
+def test_evaluate_shows_progress_when_output_is_not_a_terminal(run_dir):
+    data = run_dir / "held2.txt"
+    data.write_text("\n\n".join(f"Paragraph {i}: the grey heron waits by the water." for i in range(40)) + "\n")
+    res = run_cli("evaluate", "--checkpoint", str(run_dir / "run"), "--data", str(data), cwd=run_dir)
+    assert res.returncode == 0, res.stderr
+    lines = [x for x in res.stderr.splitlines() if x.startswith("evaluate: ")]
+    assert lines and lines[-1].startswith("evaluate: ") and "batches" in lines[-1]
+    done, total = lines[-1].split()[1].split("/")
+    assert done == total  # the last line reports the end
+    assert res.stdout.startswith("loss ")
