@@ -29,7 +29,8 @@ _CURRENT: "AlignmentRuntime | None" = None
 
 
 def load_host(cfg: RunConfig, plugins: list[str], plugin_params: dict) -> PluginHost:
-    host = PluginHost(plugins, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None)
+    host = PluginHost(plugins, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None,
+                      call_timeout_s=cfg.plugin_timeouts.call_s, import_timeout_s=cfg.plugin_timeouts.import_s)
     for name in host.names:
         host.call("ufarsap_configure", only=[name], params=plugin_params.get(name, {}))
     return host
