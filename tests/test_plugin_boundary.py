@@ -202,3 +202,38 @@ def test_plugins_listing_survives_hanging_and_exiting_imports(cli_env):
     assert rows["safety.exitimport"]["error"] == "called sys.exit(4)"
     assert rows["safety.good"]["error"] is None
     assert time.monotonic() - t0 < 60
+
+
+def test_evolution_explores_only_healthy_plugins(cli_env):
+    """Broken plugins installed through real entry points, not selected: evolution leaves them out,
+    says so once each, and records them; no candidate strategy ever names them."""
+    tmp, env, _, reg = cli_env
+    corpus = tmp / "many.txt"
+    corpus.write_text("\n\n".join(f"A calm paragraph number {i}. It is fine." if i % 3 else f"A bad paragraph {i}."
+                                  for i in range(40)))
+    res = run_cli("run", "--evolve", "--no-train", "--plugins", "safety.good", "--steps", "4", "--set", "round_steps=2",
+                  "--set", "evolution.population_size=3", "--set", "plugin_timeouts.call_s=3",
+                  "--set", "plugin_timeouts.import_s=3", "--data", str(corpus),
+                  "--out", str(tmp / "evo"), "--json", cwd=tmp, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    broken = {"safety.exitimport": ("import", "called sys.exit(4)"),
+              "safety.hangimport": ("import", "did not return within 3 s"),
+              "safety.interrupter": ("ufarsap_score_document", "raised KeyboardInterrupt"),
+              "safety.registrar": ("ufarsap_score_document", "plugins may only read it"),
+              "safety.exiter": ("ufarsap_score_document", "called sys.exit(3)"),
+              "safety.sleeper": ("ufarsap_score_document", "did not return within 3 s"),
+              "safety.construct": ("ufarsap_score_document", "not a finite number")}
+    for name, (hook, reason) in broken.items():
+        assert summary["quarantined"][name]["hook"] == hook and reason in summary["quarantined"][name]["reason"]
+        assert summary["final_metrics"][f"evolution.quarantined.{name}"] == 1.0
+        assert sum(f"plugin '{name}'" in line for line in res.stderr.splitlines()) == 1
+    import sqlite3
+    con = sqlite3.connect(reg)
+    try:
+        used = {r[0] for r in con.execute("SELECT plugin_name FROM strategy_plugins")}
+        recorded = {r[0] for r in con.execute("SELECT metric FROM scores WHERE metric LIKE 'evolution.quarantined.%'")}
+    finally:
+        con.close()
+    assert not used & set(broken), used
+    assert {f"evolution.quarantined.{n}" for n in broken} <= recorded

@@ -23,6 +23,7 @@ from ufarsap_engine.alignment.scoring import make_sample, score_batch
 from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
 from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
+from ufarsap_engine.evolution import health
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.schemas import Horizon, TextBatch
 
@@ -164,7 +165,7 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
         summary = {
             "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": plugins,
             "plugins_source": choice.source, "strategy_id": strategy_id, "parent_strategy_id": parent,
-            "quarantined": host.quarantine_summary(), "wall_time_s": round(time.perf_counter() - t0, 3),
+            "quarantined": {**health.QUARANTINED, **host.quarantine_summary()}, "wall_time_s": round(time.perf_counter() - t0, 3),
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
             "training": training,
         }
