@@ -237,3 +237,17 @@ def test_evolution_explores_only_healthy_plugins(cli_env):
         con.close()
     assert not used & set(broken), used
     assert {f"evolution.quarantined.{n}" for n in broken} <= recorded
+
+
+def test_a_real_ctrl_c_during_a_hook_is_the_users_interrupt(site):
+    """A SIGINT delivered while a hook runs interrupts the run (it is not the plugin's failure)."""
+    import os
+    import signal
+    import threading
+
+    host = PluginHost(["safety.sleeper"], call_timeout_s=30)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        score_batch(host, batch("a"), Horizon.SHORT, AlignmentState())
+    assert time.monotonic() - t0 < 5 and not host.quarantined

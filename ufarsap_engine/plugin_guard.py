@@ -60,18 +60,21 @@ def _run_marked(fn: Callable[..., Any], args: tuple) -> Any:
 
 
 class _Worker:
+    """One daemon thread with a job queue and a result queue (abandoned, not reused, after a
+    timeout, so a late result never reaches the next call)."""
+
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._loop, daemon=True, name="ufarsap-plugin").start()
 
     def _loop(self) -> None:
         while True:
-            fn, args, box, done = self.jobs.get()
+            fn, args = self.jobs.get()
             try:
-                box.append((True, _run_marked(fn, args)))
+                self.results.put((True, _run_marked(fn, args)))
             except BaseException as exc:  # noqa: BLE001 - everything a plugin raises is its failure
-                box.append((False, exc))
-            done.set()
+                self.results.put((False, exc))
 
 
 class PluginRunner:
@@ -89,13 +92,16 @@ class PluginRunner:
                 raise PluginRaised(exc) from None
         if self._worker is None:
             self._worker = _Worker()
-        box: list = []
-        done = threading.Event()
-        self._worker.jobs.put((fn, args, box, done))
-        if not done.wait(timeout_s):
+        worker = self._worker
+        worker.jobs.put((fn, args))
+        try:
+            ok, value = worker.results.get(timeout=timeout_s)
+        except queue.Empty:
             self._worker = None  # abandoned: it may never return
-            raise PluginTimeout(f"did not return within {timeout_s:g} s")
-        ok, value = box[0]
+            raise PluginTimeout(f"did not return within {timeout_s:g} s") from None
+        except BaseException:  # a real Ctrl-C while waiting: the call's result is no longer wanted
+            self._worker = None
+            raise
         if not ok:
             raise PluginRaised(value)
         return value

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pluggy
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ufarsap_engine import HOOK_CONTRACT_VERSION, hookspecs
 from ufarsap_engine.errors import PluginError, UserError
@@ -211,7 +211,7 @@ class PluginHost:
                 continue
             t0 = time.perf_counter()
             try:
-                args = tuple(copy.deepcopy(kwargs[a]) for a in impl.argnames)  # the plugin's own copy
+                args = tuple(private_copy(kwargs[a]) for a in impl.argnames)
                 result = self.runner.run(impl.function, args, self.call_timeout_s)
                 if result is not None and expect is not None:  # validated afresh: no later edits, no model_construct
                     result = expect.model_validate(result.model_dump() if isinstance(result, expect) else result)
@@ -227,6 +227,16 @@ class PluginHost:
     def fail(self, plugin: str, hook: str, problem: str) -> None:
         """Report a problem the engine found in a plugin's result (wrong shape, NaN ...)."""
         self._fail(PluginError(plugin, hook, problem, self.entries[plugin].distribution))
+
+
+def private_copy(value: Any) -> Any:
+    """A plugin's own copy of a hook argument, so that nothing it changes reaches the engine.
+    Models are rebuilt from their dump (several times faster than ``deepcopy``)."""
+    if isinstance(value, BaseModel):
+        return type(value).model_validate(value.model_dump())
+    if isinstance(value, list):
+        return [private_copy(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def _instantiate(entry: PluginEntry) -> Any:
