@@ -3,6 +3,7 @@ registry writes. Each plugin here does one bad thing; the engine names it and ca
 
 import importlib
 import json
+import os
 import sys
 import time
 
@@ -143,7 +144,7 @@ def cli_env(site, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("A calm paragraph.\n\nA bad paragraph.\n\nAnother calm one.\n")
     reg = tmp_path / "reg.sqlite"
-    env = {"PYTHONPATH": str(site), "UFARSAP_REGISTRY_URL": f"sqlite:///{reg}"}
+    env = {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "UFARSAP_REGISTRY_URL": f"sqlite:///{reg}"}
     return tmp_path, env, corpus, reg
 
 
@@ -241,7 +242,6 @@ def test_evolution_explores_only_healthy_plugins(cli_env):
 
 def test_a_real_ctrl_c_during_a_hook_is_the_users_interrupt(site):
     """A SIGINT delivered while a hook runs interrupts the run (it is not the plugin's failure)."""
-    import os
     import signal
     import threading
 
