@@ -116,8 +116,9 @@ class PluginHost:
 
     def __init__(self, names: Iterable[str], *, strict: bool = True, trace: bool | None = None,
                  installed: dict[str, PluginEntry] | None = None,
-                 call_timeout_s: float | None = CALL_TIMEOUT_S, import_timeout_s: float | None = IMPORT_TIMEOUT_S):
-        self.strict = strict
+                 call_timeout_s: float | None = CALL_TIMEOUT_S, import_timeout_s: float | None = IMPORT_TIMEOUT_S,
+                 announce: bool = True):
+        self.strict, self.announce = strict, announce  # announce=False: the caller reports quarantines
         self.call_timeout_s, self.import_timeout_s = call_timeout_s, import_timeout_s
         self.runner = PluginRunner()
         self.trace = bool(int(os.environ.get(TRACE_ENV, "0") or 0)) if trace is None else trace
@@ -173,7 +174,8 @@ class PluginHost:
     def _fail(self, exc: PluginError) -> None:
         if self.strict:
             raise exc
-        print(f"ufarsap-engine: warning: {exc}; quarantined for the rest of this run", file=sys.stderr, flush=True)
+        if self.announce:
+            print(f"ufarsap-engine: warning: {exc}; quarantined for the rest of this run", file=sys.stderr, flush=True)
         log.info("quarantined %s in %s: %s", exc.plugin, exc.hook, exc.problem)
         self.quarantined[exc.plugin] = str(exc)
         self.quarantine_records.append({"plugin": exc.plugin, "hook": exc.hook, "reason": exc.problem,
