@@ -70,10 +70,15 @@ def test_import_error_names_plugin_and_distribution(fake_dists):
     assert "module_that_does_not_exist" in str(err.value)
 
 
-def test_tolerant_policy_quarantines(fake_dists):
-    with pytest.warns(UserWarning, match="quarantined"):
-        host = PluginHost(["safety.broken", "safety.good"], strict=False)
+def test_tolerant_policy_quarantines(fake_dists, capsys, recwarn):
+    host = PluginHost(["safety.broken", "safety.good"], strict=False)
     assert host.names == ["safety.good"] and "safety.broken" in host.quarantined
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("ufarsap-engine: warning: plugin 'safety.broken'")
+    assert "import" in err[0] and "quarantined" in err[0] and ".py" not in err[0]
+    assert not recwarn.list, "no raw Python warning"
+    assert host.quarantine_records == [{"plugin": "safety.broken", "hook": "import", "distribution": "broken-dist",
+                                        "reason": "ModuleNotFoundError: No module named 'module_that_does_not_exist'"}]
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -91,8 +96,7 @@ def test_misbehaving_hooks_are_named(fake_dists, name, problem):
 
 def test_misbehaving_plugin_quarantined_under_tolerant_policy(fake_dists):
     host = PluginHost(["safety.nan", "safety.good"], strict=False)
-    with pytest.warns(UserWarning):
-        cells = score_batch(host, batch("fine", "bad text"), Horizon.SHORT, AlignmentState())
+    cells = score_batch(host, batch("fine", "bad text"), Horizon.SHORT, AlignmentState())
     assert "safety.nan" in host.quarantined
     assert {k[0] for k in cells.results} == {"safety.good"}
 

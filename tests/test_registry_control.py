@@ -19,11 +19,13 @@ from ufarsap_engine.hookspecs import hookimpl as _impl
 class Plugin:
     @_impl
     def ufarsap_round_end(self, report):
-        # Stands in for `ufarsap-engine registry activate ID` typed in another shell.
+        # `ufarsap-engine registry activate ID` typed in another shell (plugins may not write
+        # the registry themselves), at a known moment: the end of round 1.
         if report.round == 1:
-            from ufarsap_registry import open_registry
-            with open_registry(os.environ["CONTROL_URL"]) as reg:
-                reg.activate(int(os.environ["CONTROL_TARGET"]), reason="from another shell")
+            import subprocess, sys
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+            subprocess.run([sys.executable, "-m", "ufarsap_engine", "registry", "activate", os.environ["CONTROL_TARGET"],
+                            "--registry", os.environ["CONTROL_URL"]], env=env, check=True, capture_output=True)
 ''', 1)
 
 

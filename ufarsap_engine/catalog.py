@@ -1,20 +1,23 @@
 """What ``ufarsap-engine plugins`` shows: every installed plugin and whether it is enabled.
 
-Listing imports each plugin to read its metadata, one at a time and guarded, so a broken
-plugin shows up as a row with its error instead of breaking the command.
+Listing imports each plugin to read its metadata, one at a time and guarded (a time limit per
+import, exits and interrupts caught), so a broken or hanging plugin shows up as a row with its
+error instead of breaking the command.
 """
 
 from __future__ import annotations
 
-import warnings
+import contextlib
+import io
 from typing import Any
 
 from ufarsap_engine.config import DEFAULT_PLUGINS
 from ufarsap_engine.errors import PluginError
-from ufarsap_engine.plugin_host import PluginHost, installed_plugins
+from ufarsap_engine.plugin_host import IMPORT_TIMEOUT_S, PluginHost, installed_plugins
 
 
-def plugin_catalog(registry_url: str | None = None, scope: str = "default") -> list[dict[str, Any]]:
+def plugin_catalog(registry_url: str | None = None, scope: str = "default",
+                   import_timeout_s: float = IMPORT_TIMEOUT_S) -> list[dict[str, Any]]:
     from ufarsap_registry import open_registry
 
     with open_registry(registry_url) as reg:
@@ -30,9 +33,9 @@ def plugin_catalog(registry_url: str | None = None, scope: str = "default") -> l
             if name in enabled else None, "error": None,
         }
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                host = PluginHost([name], strict=True, trace=False, installed=entries)
+            with contextlib.redirect_stdout(io.StringIO()):  # a chatty import must not spoil --json
+                host = PluginHost([name], strict=True, trace=False, installed=entries,
+                                  import_timeout_s=import_timeout_s, call_timeout_s=import_timeout_s)
             info = host.info[name]
             row.update(paradigm=info.paradigm.value, scales=[s.value for s in info.scales],
                        horizons=[h.value for h in info.horizons], description=info.description)

@@ -230,12 +230,14 @@ class _batch_progress:
 
 @cli.command(context_settings=CONTEXT)
 @REGISTRY_OPT
+@click.option("--import-timeout", "import_timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="S", help="Seconds one plugin may take to import before it is listed as broken (0: no limit).")
 @JSON_OPT
-def plugins(registry_url, as_json) -> None:
+def plugins(registry_url, import_timeout, as_json) -> None:
     """List installed plugins: paradigm, scales x horizons, distribution, and whether enabled."""
     from ufarsap_engine.catalog import plugin_catalog
 
-    rows = plugin_catalog(registry_url)
+    rows = plugin_catalog(registry_url, import_timeout_s=import_timeout)
     if as_json:
         _echo_json(rows)
         return

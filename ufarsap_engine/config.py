@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ufarsap_engine.errors import UserError
+from ufarsap_engine.plugin_host import CALL_TIMEOUT_S, IMPORT_TIMEOUT_S
 
 #: Plugins a run uses when neither ``--plugins`` nor the registry's active strategy says.
 DEFAULT_PLUGINS = ["reflect.crossparadigm", "safety.privacy", "safety.toxicity"]
@@ -67,6 +68,15 @@ class ObjectiveConfig(BaseModel):
         return float(v.get(paradigm, 0.2)) if isinstance(v, dict) else float(v)
 
 
+class PluginTimeouts(BaseModel):
+    """Time limits for plugin code; a plugin over its limit fails (strict) or is quarantined."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_s: float = Field(CALL_TIMEOUT_S, ge=0, description="one hook call, seconds (0: no limit)")
+    import_s: float = Field(IMPORT_TIMEOUT_S, ge=0, description="importing one plugin, seconds (0: no limit)")
+
+
 class RunConfig(BaseModel):
     """Everything ``ufarsap-engine run`` needs. Field names are the config-file keys."""
 
@@ -75,6 +85,7 @@ class RunConfig(BaseModel):
     plugins: list[str] | None = Field(None, description="None: the registry's active strategy decides")
     strict_plugins: bool = Field(True, description="False: quarantine a failing plugin instead of stopping")
     plugin_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    plugin_timeouts: PluginTimeouts = Field(default_factory=PluginTimeouts)
     data: str | None = Field(None, description="text/JSONL file or saved HF dataset; None: embedded corpus")
     steps: int = Field(300, ge=1)
     seed: int = Field(1234, ge=0)

@@ -5,12 +5,15 @@ plugin name (``paradigm.name``). Listing reads entry-point metadata only; a plug
 imported only when it is asked for, so a broken or slow unrelated plugin cannot affect a run.
 
 Every hook call goes through :meth:`PluginHost.call`, which calls each plugin's implementation
-in turn, so a failure is always attributed to one plugin and one hook. With
+in turn, so a failure is always attributed to one plugin and one hook. Each implementation gets
+its own deep copy of the arguments (a plugin cannot change the engine's batch, a(t) or config),
+runs under a time limit (``plugin_guard``), and what it returns is validated afresh. With
 ``UFARSAP_TRACE_PLUGINS=1`` (or ``--trace-plugins``) each call and its result is logged.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.metadata as md
 import inspect
@@ -18,19 +21,22 @@ import logging
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pluggy
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ufarsap_engine import HOOK_CONTRACT_VERSION, hookspecs
 from ufarsap_engine.errors import PluginError, UserError
+from ufarsap_engine.plugin_guard import PluginRaised, PluginRunner, PluginTimeout
 from ufarsap_engine.schemas import PLUGIN_NAME_RE, PluginInfo
 
 ENTRY_POINT_GROUP = "ufarsap_engine"
 TRACE_ENV = "UFARSAP_TRACE_PLUGINS"
+#: Default time limits (seconds) for one hook call and for importing one plugin (0: none).
+CALL_TIMEOUT_S = 120.0
+IMPORT_TIMEOUT_S = 60.0
 log = logging.getLogger("ufarsap_engine.plugins")
 
 
@@ -104,18 +110,24 @@ class PluginHost:
 
     ``strict=True`` (default): a plugin that fails to import or whose hook misbehaves stops the
     run with a ``PluginError``. ``strict=False``: such a plugin is quarantined (unregistered)
-    for the rest of the run and listed in :attr:`quarantined` with the reason.
+    for the rest of the run, one line goes to stderr, and :attr:`quarantined` holds the message
+    and :attr:`quarantine_records` the plugin, hook and reason.
     """
 
     def __init__(self, names: Iterable[str], *, strict: bool = True, trace: bool | None = None,
-                 installed: dict[str, PluginEntry] | None = None):
-        self.strict = strict
+                 installed: dict[str, PluginEntry] | None = None,
+                 call_timeout_s: float | None = CALL_TIMEOUT_S, import_timeout_s: float | None = IMPORT_TIMEOUT_S,
+                 announce: bool = True):
+        self.strict, self.announce = strict, announce  # announce=False: the caller reports quarantines
+        self.call_timeout_s, self.import_timeout_s = call_timeout_s, import_timeout_s
+        self.runner = PluginRunner()
         self.trace = bool(int(os.environ.get(TRACE_ENV, "0") or 0)) if trace is None else trace
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.entries = installed if installed is not None else installed_plugins()
         self.info: dict[str, PluginInfo] = {}
         self.quarantined: dict[str, str] = {}
+        self.quarantine_records: list[dict[str, str]] = []
         for name in names:
             self._load(name)
 
@@ -126,10 +138,9 @@ class PluginHost:
         if entry is None:
             resolve_selection([name], self.entries)  # raises the unknown-name error
         try:
-            obj = entry.load()
-            plugin = obj() if inspect.isclass(obj) else obj
-        except Exception as exc:  # import errors of any kind are the plugin's, not the engine's
-            self._fail(PluginError(name, "import", _one_line(exc), entry.distribution))
+            plugin = self.runner.run(_instantiate, (entry,), self.import_timeout_s)
+        except (PluginRaised, PluginTimeout) as exc:  # import errors of any kind are the plugin's
+            self._fail(PluginError(name, "import", _problem(exc), entry.distribution))
             return
         try:
             self.pm.register(plugin, name=name)
@@ -147,9 +158,11 @@ class PluginHost:
         impl = getattr(plugin, "ufarsap_plugin_info", None)
         if impl is None:
             raise PluginError(name, "ufarsap_plugin_info", "plugin does not implement it (required)")
-        info = impl()
-        if not isinstance(info, PluginInfo):
-            info = PluginInfo.model_validate(info)
+        try:
+            info = self.runner.run(impl, (), self.call_timeout_s)
+            info = PluginInfo.model_validate(info.model_dump() if isinstance(info, PluginInfo) else info)
+        except (PluginRaised, PluginTimeout, ValidationError) as exc:
+            raise PluginError(name, "ufarsap_plugin_info", _problem(exc), self.entries[name].distribution) from None
         if name.split(".")[0] != info.paradigm.value:
             raise PluginError(name, "ufarsap_plugin_info",
                               f"declares paradigm '{info.paradigm.value}' but its name says '{name.split('.')[0]}'")
@@ -161,12 +174,23 @@ class PluginHost:
     def _fail(self, exc: PluginError) -> None:
         if self.strict:
             raise exc
-        warnings.warn(f"{exc} -- plugin quarantined for this run", stacklevel=3)
+        if self.announce:
+            print(f"ufarsap-engine: warning: {exc}; quarantined for the rest of this run", file=sys.stderr, flush=True)
+        log.info("quarantined %s in %s: %s", exc.plugin, exc.hook, exc.problem)
         self.quarantined[exc.plugin] = str(exc)
+        self.quarantine_records.append({"plugin": exc.plugin, "hook": exc.hook, "reason": exc.problem,
+                                        "distribution": exc.distribution or ""})
         plugin = self.pm.get_plugin(exc.plugin)
         if plugin is not None:
             self.pm.unregister(plugin)
         self.info.pop(exc.plugin, None)
+
+    def quarantine_summary(self) -> dict[str, dict[str, str]]:
+        """``{plugin: {hook, reason, distribution}}`` for summary.json (first failure per plugin)."""
+        out: dict[str, dict[str, str]] = {}
+        for rec in self.quarantine_records:
+            out.setdefault(rec["plugin"], {k: v for k, v in rec.items() if k != "plugin"})
+        return out
 
     @property
     def names(self) -> list[str]:
@@ -187,17 +211,14 @@ class PluginHost:
             name = impl.plugin_name
             if name not in self.info or (wanted is not None and name not in wanted):
                 continue
-            args = [kwargs[a] for a in impl.argnames]
             t0 = time.perf_counter()
             try:
-                result = impl.function(*args)
-                if result is not None and expect is not None and not isinstance(result, expect):
-                    result = expect.model_validate(result)
-            except PluginError as exc:
-                self._fail(exc)
-                continue
-            except Exception as exc:
-                self._fail(PluginError(name, hook, _one_line(exc), self.entries[name].distribution))
+                args = tuple(private_copy(kwargs[a]) for a in impl.argnames)
+                result = self.runner.run(impl.function, args, self.call_timeout_s)
+                if result is not None and expect is not None:  # validated afresh: no later edits, no model_construct
+                    result = expect.model_validate(result.model_dump() if isinstance(result, expect) else result)
+            except (PluginRaised, PluginTimeout, ValidationError) as exc:
+                self._fail(PluginError(name, hook, _problem(exc), self.entries[name].distribution))
                 continue
             if self.trace:
                 _trace(name, hook, kwargs, result, time.perf_counter() - t0)
@@ -208,6 +229,35 @@ class PluginHost:
     def fail(self, plugin: str, hook: str, problem: str) -> None:
         """Report a problem the engine found in a plugin's result (wrong shape, NaN ...)."""
         self._fail(PluginError(plugin, hook, problem, self.entries[plugin].distribution))
+
+
+def private_copy(value: Any) -> Any:
+    """A plugin's own copy of a hook argument, so that nothing it changes reaches the engine.
+    Models are rebuilt from their dump (several times faster than ``deepcopy``)."""
+    if isinstance(value, BaseModel):
+        return type(value).model_validate(value.model_dump())
+    if isinstance(value, list):
+        return [private_copy(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _instantiate(entry: PluginEntry) -> Any:
+    obj = entry.load()
+    return obj() if inspect.isclass(obj) else obj
+
+
+def _problem(exc: BaseException) -> str:
+    """One line saying what went wrong in plugin code (what it raised, or that it hung)."""
+    if isinstance(exc, PluginRaised):
+        err = exc.error
+        if isinstance(err, PluginError):
+            return err.problem
+        if isinstance(err, SystemExit):
+            return f"called sys.exit({err.code!r})"
+        if isinstance(err, KeyboardInterrupt):
+            return "raised KeyboardInterrupt"
+        return _one_line(err)
+    return _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
 
 
 def _one_line(exc: BaseException) -> str:

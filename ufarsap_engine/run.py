@@ -23,6 +23,7 @@ from ufarsap_engine.alignment.scoring import make_sample, score_batch
 from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
 from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
+from ufarsap_engine.evolution import health
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.schemas import Horizon, TextBatch
 
@@ -77,7 +78,8 @@ def prepare(cfg: RunConfig) -> PreparedRun:
         installed = installed_plugins()
         choice = choose_plugins(cfg, registry, installed)
         host = PluginHost(choice.names, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None,
-                          installed=installed)
+                          installed=installed, call_timeout_s=cfg.plugin_timeouts.call_s,
+                          import_timeout_s=cfg.plugin_timeouts.import_s)
         plugin_params = {**choice.params.get("plugins", {}), **cfg.plugin_params}
         unknown = sorted(set(plugin_params) - set(host.names))
         if unknown:
@@ -163,17 +165,23 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
         summary = {
             "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": plugins,
             "plugins_source": choice.source, "strategy_id": strategy_id, "parent_strategy_id": parent,
-            "quarantined": host.quarantined, "wall_time_s": round(time.perf_counter() - t0, 3),
+            "quarantined": {**health.QUARANTINED, **host.quarantine_summary()}, "wall_time_s": round(time.perf_counter() - t0, 3),
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
             "training": training,
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scores.update({f"quarantined.{name}": 1.0 for name in summary["quarantined"]})
         registry.record_scores(strategy_id, scores, step=cfg.steps)
-        registry.set_state(strategy_id, status)
+        registry.set_state(strategy_id, status, quarantine_reason(summary["quarantined"]))
         registry.end_run(run_id, status)
         registry.close()
     return summary
+
+
+def quarantine_reason(quarantined: dict[str, dict[str, str]]) -> str:
+    """The registry's record of quarantined plugins (the strategy's reason), or ``""``."""
+    return "; ".join(f"quarantined {name} in {q['hook']}: {q['reason']}" for name, q in quarantined.items())
 
 
 def _last_metrics(path: Path) -> dict[str, Any]:

@@ -29,7 +29,8 @@ _CURRENT: "AlignmentRuntime | None" = None
 
 
 def load_host(cfg: RunConfig, plugins: list[str], plugin_params: dict) -> PluginHost:
-    host = PluginHost(plugins, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None)
+    host = PluginHost(plugins, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None,
+                      call_timeout_s=cfg.plugin_timeouts.call_s, import_timeout_s=cfg.plugin_timeouts.import_s)
     for name in host.names:
         host.call("ufarsap_configure", only=[name], params=plugin_params.get(name, {}))
     return host
@@ -168,6 +169,11 @@ class AlignmentRuntime:
                                       "evolution.integrated_id": float(result.integrated_id or 0),
                                       "evolution.improvement": float(result.improvement or 0.0),
                                       "evolution.candidates": float(len(result.candidates))}
+                from ufarsap_engine.evolution.health import QUARANTINED
+                if QUARANTINED:  # recorded with the round's incumbent and in this run's metrics
+                    left_out = {f"evolution.quarantined.{name}": 1.0 for name in QUARANTINED}
+                    reg.record_scores(result.incumbent_id, left_out, step=result.round_index)
+                    self.round_metrics.update(left_out)
             rec = reg.active_strategy(self.cfg.scope)
         if rec is None:
             return None
@@ -179,10 +185,15 @@ class AlignmentRuntime:
 
     def _evolution(self, reg):
         from ufarsap_engine.evolution import Evolution, EvolutionConfig, ProbeEvaluator
+        from ufarsap_engine.evolution.health import healthy_plugins
 
         settings = {"scope": self.cfg.scope, "seed": self.cfg.seed, "default_plugins": self.host.names,
                     **self.cfg.evolution}
-        return Evolution(reg, ProbeEvaluator(), EvolutionConfig.model_validate(settings), run_id=self.run_id)
+        # Only plugins that pass a health check may be explored (plus those this run already uses).
+        installed = healthy_plugins(self.host.names, call_timeout_s=self.cfg.plugin_timeouts.call_s,
+                                    import_timeout_s=self.cfg.plugin_timeouts.import_s)
+        return Evolution(reg, ProbeEvaluator(), EvolutionConfig.model_validate(settings), run_id=self.run_id,
+                         installed=installed)
 
     def on_train_end(self, summary: dict) -> None:
         self.host.call("ufarsap_run_end", run=self.context, summary=summary)

@@ -276,7 +276,7 @@ class ProbeEvaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quarantine warnings: the reason is raised below
             try:
-                host = PluginHost([name], strict=False, installed=self.installed)
+                host = PluginHost([name], strict=False, installed=self.installed, announce=False)
             except EngineError as exc:
                 raise EvaluationFailed(f"plugin '{name}': {exc}") from None
             self._check(host, name)

@@ -99,7 +99,8 @@ class Explorer:
         self.settings = settings or MutationSettings()
         self.tune_training_weights = tune_training_weights
         self.proposers = proposers
-        self.host_factory = host_factory or (lambda names: PluginHost(names, strict=False, installed=entries))
+        self.host_factory = host_factory or (
+            lambda names: PluginHost(names, strict=False, installed=entries, announce=False))
 
     def propose(self, incumbent: Strategy, incumbent_id: int, history: list[Any], n: int, round_index: int,
                 state: AlignmentState | None = None) -> Proposals:
