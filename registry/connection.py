@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +35,19 @@ def display_url(url: str | URL) -> str:
         return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", str(url))
 
 
+def location(url: str | URL) -> str:
+    """Where the registry lives, for the line every registry command prints: the absolute
+    file of a SQLite URL, the URL with its password hidden otherwise."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        return display_url(url)
+    db = parsed.database
+    if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" and not db.startswith("file:"):
+        return str(Path(db).absolute())
+    return display_url(parsed)
+
+
 def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -42,8 +57,12 @@ def unavailable(url: str | URL, reason: str) -> RegistryUnavailable:
     return RegistryUnavailable(f"registry {display_url(url)} is unavailable: {reason}")
 
 
-def make_engine(url: str | URL) -> Engine:
-    """A configured engine; raises ``RegistryUnavailable`` for bad URLs or missing drivers."""
+def make_engine(url: str | URL, *, read_only: bool = False) -> Engine:
+    """A configured engine; raises ``RegistryUnavailable`` for bad URLs or missing drivers.
+
+    ``read_only``: SQLite files are opened with ``mode=ro`` (nothing is written, not even the
+    switch to WAL, and read-only files can be read); PostgreSQL sessions are read-only.
+    """
     try:
         parsed = make_url(url)
     except exc.ArgumentError:
@@ -58,6 +77,10 @@ def make_engine(url: str | URL) -> Engine:
         if "application_name" not in parsed.query:
             connect_args["application_name"] = "ufarsap-engine registry"
         kwargs.update(pool_pre_ping=True, connect_args=connect_args)
+    if backend == "sqlite" and read_only and parsed.database and parsed.database != ":memory:" \
+            and not parsed.database.startswith("file:"):
+        ro = f"file:{quote(str(Path(parsed.database).absolute()))}?mode=ro"
+        parsed = parsed.set(database=ro).update_query_dict({"uri": "true"})
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except exc.NoSuchModuleError:
@@ -69,7 +92,9 @@ def make_engine(url: str | URL) -> Engine:
     except exc.ArgumentError as error:
         raise unavailable(url, first_line(error)) from None
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only=read_only)
+    elif backend == "postgresql" and read_only:
+        _read_only_sessions(engine)
     _guard_against_fork(engine)
     return engine
 
@@ -105,15 +130,16 @@ def _enable_wal(cursor: Any) -> None:
             delay = min(delay * 2, 0.5)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            _enable_wal(cursor)
-            cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode
+            if not read_only:
+                _enable_wal(cursor)
+                cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -122,6 +148,16 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _read_only_sessions(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        dbapi_conn.autocommit = autocommit
 
 
 def _guard_against_fork(engine: Engine) -> None:

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .connection import display_url, write_engine
+from .connection import display_url, location, write_engine
 from .errors import NotARegistry, SchemaOutOfDate, SchemaTooNew
 from .models import TABLE_NAMES
 
@@ -112,8 +112,9 @@ def check(status_: SchemaStatus, url: str, *, create: bool) -> bool:
 def missing_schema(url: str) -> SchemaOutOfDate:
     shown = display_url(url)
     return SchemaOutOfDate(
-        f"registry {shown} has no schema yet (this engine needs rev {head_revision()}):"
-        f" run `ufarsap-engine registry upgrade --registry {shown}`"
+        f"{location(url)} holds no ufarsap-engine registry (no registry schema; this engine needs"
+        f" rev {head_revision()}): check --registry / UFARSAP_REGISTRY_URL, or create one with"
+        f" `ufarsap-engine registry upgrade --registry {shown}`"
     )
 
 

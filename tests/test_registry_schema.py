@@ -88,7 +88,7 @@ def test_migrations_create_exactly_the_models_schema(registry_url):
 
 
 def test_create_false_refuses_an_empty_database(registry_url, tmp_path):
-    with pytest.raises(SchemaOutOfDate, match="has no schema yet.*registry upgrade --registry"):
+    with pytest.raises(SchemaOutOfDate, match="(no registry at|holds no ufarsap-engine registry).*registry upgrade --registry"):
         open_registry(registry_url, create=False)
     if registry_url.startswith("sqlite"):
         assert not (tmp_path / "registry.sqlite").exists()  # no empty file left behind
@@ -208,8 +208,8 @@ def test_default_url(tmp_path, monkeypatch):
     monkeypatch.delenv("UFARSAP_REGISTRY_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_url() == f"sqlite:///{tmp_path}/strategies_db/registry.sqlite"
-    assert (tmp_path / "strategies_db").is_dir()
-    with open_registry() as reg:
+    assert not (tmp_path / "strategies_db").exists()  # naming it creates nothing
+    with open_registry() as reg:  # a writer creates the folder and the registry
         assert reg.url == default_url()
     assert (tmp_path / "strategies_db" / "registry.sqlite").exists()
     monkeypatch.setenv("UFARSAP_REGISTRY_URL", "sqlite:///elsewhere.db")

@@ -165,7 +165,7 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
             "plugins_source": choice.source, "strategy_id": strategy_id, "parent_strategy_id": parent,
             "quarantined": host.quarantined, "wall_time_s": round(time.perf_counter() - t0, 3),
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
-            "training": training,
+            "training": training, "registry": registry.location,
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
