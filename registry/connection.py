@@ -1,6 +1,7 @@
 """Turning a URL into a configured SQLAlchemy engine, and connection failures into one line.
 
-SQLite: WAL (readers never block the writer), a 30 s busy timeout, foreign keys on, and our own
+SQLite: WAL (readers never block the writer), a busy timeout in short slices (the caller
+says that the registry is busy and bounds the total wait: ``busy.py``), foreign keys on, our own
 ``BEGIN`` so that write transactions take the write lock up front (``BEGIN IMMEDIATE``) and
 wait for it, instead of failing with "database is locked" when a read turns into a write.
 PostgreSQL: pre-ping (survives server restarts), a connect timeout, an application name that
@@ -21,7 +22,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from .errors import RegistryUnavailable
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # for the switch to WAL of a new file
+#: How long SQLite itself waits for a lock before ``transact`` looks again (and speaks up).
+SQLITE_BUSY_SLICE_MS = 1_000
 PG_CONNECT_TIMEOUT_S = 10
 #: Execution option that makes a SQLite transaction start with ``BEGIN IMMEDIATE``.
 SQLITE_BEGIN = "ufarsap_sqlite_begin"
@@ -136,7 +139,7 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_SLICE_MS}")
             if not read_only:
                 _enable_wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode

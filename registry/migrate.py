@@ -120,6 +120,23 @@ def missing_schema(url: str) -> SchemaOutOfDate:
 
 def upgrade_to_head(engine: Engine, url: str) -> tuple[str | None, str]:
     """Migrate to head under a lock; returns (revision before, revision after)."""
+    from sqlalchemy import exc
+
+    from .busy import BusyWait
+    from .connection import SQLITE_BUSY_SLICE_MS
+    from .transactions import is_sqlite_locked
+
+    busy = BusyWait(engine, SQLITE_BUSY_SLICE_MS / 1000)
+    while True:
+        try:
+            return _upgrade_locked(engine, url)
+        except exc.OperationalError as error:
+            if not is_sqlite_locked(error):
+                raise
+            busy.locked()
+
+
+def _upgrade_locked(engine: Engine, url: str) -> tuple[str | None, str]:
     with write_engine(engine).connect() as conn:
         with conn.begin():
             if conn.dialect.name == "postgresql":

@@ -182,3 +182,44 @@ def test_cli_activate_of_a_dead_runs_strategy_is_one_line(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [
         f"ufarsap-engine: error: strategy {sid} failed (run stopped sending heartbeats); it cannot be activated"]
+
+
+# --- a busy SQLite registry -------------------------------------------------------------------
+
+HOLDER = """
+import sqlite3, sys, time
+from ufarsap_registry import open_registry
+url, path = sys.argv[1], sys.argv[2]
+with open_registry(url) as reg:
+    reg.start_run("trainer-7", {})
+con = sqlite3.connect(path, isolation_level=None)
+con.execute("BEGIN IMMEDIATE")  # hold the write lock, as a long write would
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_busy_registry_says_so_and_by_whom_then_gives_up(filled, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{filled}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, url, str(filled)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        res = _run(["registry", "retire", "1", "--registry", url], cwd=tmp_path,
+                   env=_clean_env(UFARSAP_REGISTRY_BUSY_TIMEOUT="3"))
+        took = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    notice, error = res.stderr.strip().splitlines()
+    assert f"registry {filled} is busy: pid {holder.pid} (run 'trainer-7'" in notice
+    assert "waiting up to 3 s" in notice
+    assert error.startswith(f"ufarsap-engine: error: registry {filled} is busy") and "nothing was changed" in error
+    assert took < 30
+    with open_registry(url, read_only=True) as reg:  # the lock died with its holder; nothing changed
+        assert reg.get(1).lifecycle == "proposed"

@@ -221,7 +221,7 @@ def test_sqlite_connections_are_configured(tmp_path):
         with reg._engine.connect() as conn:
             pragmas = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar()
                        for p in ("journal_mode", "busy_timeout", "foreign_keys")}
-    assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 1000, "foreign_keys": 1}
 
 
 def test_runs_can_end_interrupted_also_after_upgrading_from_0001(registry_url, monkeypatch):
