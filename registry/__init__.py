@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from . import migrate
-from .connection import check_connection, display_url, location, make_engine
+from .connection import check_connection, display_url, location, make_engine, real_url, redact
 from .errors import (
     InvalidArgument,
     InvalidTransition,
@@ -59,6 +59,8 @@ __all__ = [
     "display_url",
     "location",
     "open_registry",
+    "real_url",
+    "redact",
     "upgrade",
 ]
 

@@ -38,6 +38,33 @@ def display_url(url: str | URL) -> str:
         return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", str(url))
 
 
+_PASSWORD_IN_URL = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@/\s]+@")
+
+
+def redact(value: Any) -> Any:
+    """``value`` (JSON-like) with every password inside a URL replaced by ``***``: what may be
+    stored (``runs.config``, ``run_spec.json``), handed to plugins or printed."""
+    if isinstance(value, str):
+        return _PASSWORD_IN_URL.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def real_url(url: str) -> str:
+    """The URL to connect with, for one whose password was redacted: the password travels to
+    worker processes only in ``$UFARSAP_REGISTRY_URL`` (never in a file or a plugin's view)."""
+    if "***@" not in url:
+        return url
+    secret = os.environ.get("UFARSAP_REGISTRY_URL", "")
+    if secret and redact(secret) == url:
+        return secret
+    raise unavailable(url, "its password is not available here: pass the registry URL to this"
+                      " process in UFARSAP_REGISTRY_URL")
+
+
 def location(url: str | URL) -> str:
     """Where the registry lives, for the line every registry command prints: the absolute
     file of a SQLite URL, the URL with its password hidden otherwise."""

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from . import encoding, migrate, queries
-from .connection import display_url, location, write_engine
+from .connection import display_url, location, redact, write_engine
 from .errors import InvalidArgument, InvalidTransition, RunNotFound, StrategyNotFound
 from .models import (
     LIFECYCLES,
@@ -107,10 +107,12 @@ class Registry:
     # -- runs -------------------------------------------------------------------------------
 
     def start_run(self, name: str, config: dict[str, Any], scope: str = "default") -> str:
-        """Register a run (this process) and reap strategies of runs that died; returns its id."""
+        """Register a run (this process) and reap strategies of runs that died; returns its id.
+
+        Passwords inside URLs in ``config`` are stored redacted (the registry is shared)."""
         encoding.name(name, what="run name")
         encoding.name(scope, what="scope", max_len=encoding.MAX_SCOPE)
-        config = encoding.json_value(config, what="run config")
+        config = redact(encoding.json_value(config, what="run config"))
         run_id = uuid.uuid4().hex
 
         def work(s: Session) -> None:
