@@ -49,6 +49,9 @@ def test_a_query_in_another_directory_creates_nothing_and_says_where_it_looked(t
     assert f"no registry at {tmp_path}/strategies_db/registry.sqlite" in res.stderr
     assert "ufarsap-engine registry upgrade" in res.stderr
     assert list(tmp_path.iterdir()) == []  # no empty strategies_db/ left behind
+    res = _run(["plugins", "--json"], cwd=tmp_path)  # the default set is enabled; still nothing created
+    assert res.returncode == 0 and any(r["enabled"] for r in json.loads(res.stdout)), res.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_registry_command_names_its_registry(filled, tmp_path):
