@@ -226,3 +226,22 @@ def test_a_busy_registry_says_so_and_by_whom_then_gives_up(filled, tmp_path):
     assert took < 30
     with open_registry(url, read_only=True) as reg:  # the lock died with its holder; nothing changed
         assert reg.get(1).lifecycle == "proposed"
+
+
+def test_record_run_end_accepts_every_run_status(tmp_path):
+    """What a run's end writes, for each way it can end (``interrupted``: SIGINT/SIGTERM)."""
+    from ufarsap_registry import open_registry
+
+    from ufarsap_engine.run import record_run_end
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    for status, state in (("complete", "complete"), ("failed", "failed"), ("interrupted", "failed")):
+        with open_registry(url) as reg:
+            run = reg.start_run(status, {})
+            sid = reg.add_strategy(plugins=[], params={"s": status}, origin="manual", run_id=run, state="running")
+        assert record_run_end(url, run, sid, status, {"loss": 1.5}, 7, wait_s=30) == []
+        with open_registry(url, read_only=True) as reg:
+            rec = reg.get(sid)
+            assert (rec.state, rec.scores) == (state, {"loss": 1.5})
+            with reg._engine.connect() as conn:
+                assert conn.exec_driver_sql(f"SELECT status FROM runs WHERE id = '{run}'").scalar() == status

@@ -147,3 +147,4 @@ def test_a_run_ending_during_the_outage_waits_a_bounded_time_and_says_what_is_mi
     assert len(warning) == 1 and "did not answer within 2 s" in warning[0]
     assert ":ufarsap@" not in warning[0]
     proxy.resume()
+

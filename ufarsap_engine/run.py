@@ -191,7 +191,9 @@ def record_run_end(url: str, run_id: str, strategy_id: int, status: str, scores:
 
     writer = writer_for(url)
     writer.submit(f"final scores of strategy {strategy_id}", lambda r: r.record_scores(strategy_id, scores, step=step))
-    writer.submit(f"state of strategy {strategy_id} ({status})", lambda r: r.set_state(strategy_id, status))
+    state = status if status in ("complete", "failed") else "failed"  # e.g. interrupted, killed
+    writer.submit(f"state of strategy {strategy_id} ({state})",
+                  lambda r: r.set_state(strategy_id, state, "" if state == status else f"run {status}"))
     writer.submit(f"end of run {run_id[:8]} ({status})", lambda r: r.end_run(run_id, status))
     unrecorded = writer.close(wait_s)
     if unrecorded:
