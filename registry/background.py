@@ -118,8 +118,10 @@ class BackgroundWriter:
                     if self.failures:
                         log.warning(f"registry is reachable again; {len(self._pending)} write(s) still queued")
                     self.failures, delay = 0, FIRST_RETRY_S
-                elif retry and not self._closed:
-                    self._cond.wait(delay)
+                elif retry:
+                    retry_at = time.monotonic() + delay  # new writes arriving do not cut the backoff short
+                    while not self._closed and time.monotonic() < retry_at:
+                        self._cond.wait(retry_at - time.monotonic())
                     delay = min(delay * 2, MAX_RETRY_S)
 
     def _open(self):
