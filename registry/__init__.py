@@ -18,11 +18,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from . import migrate
-from .connection import check_connection, make_engine
+from .connection import check_connection, display_url, location, make_engine, real_url, redact
 from .errors import (
     InvalidArgument,
     InvalidTransition,
+    NoRegistry,
     NotARegistry,
+    RegistryBusy,
     RegistryError,
     RegistryUnavailable,
     RunNotFound,
@@ -42,8 +44,10 @@ __all__ = [
     "InvalidArgument",
     "InvalidTransition",
     "LineageEvent",
+    "NoRegistry",
     "NotARegistry",
     "Registry",
+    "RegistryBusy",
     "RegistryError",
     "RegistryUnavailable",
     "RunNotFound",
@@ -52,7 +56,11 @@ __all__ = [
     "StrategyNotFound",
     "StrategyRecord",
     "default_url",
+    "display_url",
+    "location",
     "open_registry",
+    "real_url",
+    "redact",
     "upgrade",
 ]
 
@@ -60,47 +68,65 @@ URL_ENV = "UFARSAP_REGISTRY_URL"
 
 
 def default_url() -> str:
-    """``$UFARSAP_REGISTRY_URL``, else SQLite at ``./strategies_db/registry.sqlite``."""
+    """``$UFARSAP_REGISTRY_URL``, else SQLite at ``./strategies_db/registry.sqlite``.
+
+    Only the URL: nothing is created here (reading commands must not leave an empty
+    ``strategies_db/`` behind); writers create the folder when they open the registry.
+    """
     url = os.environ.get(URL_ENV)
     if url:
         return url
-    folder = Path.cwd() / "strategies_db"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'registry.sqlite'}"
+    return f"sqlite:///{Path.cwd() / DEFAULT_FOLDER / 'registry.sqlite'}"
 
 
-def _connect(url: str, *, create: bool) -> Engine:
-    if not create and _missing_sqlite_file(url):
-        # Connecting would create an empty file; say what is wrong without leaving one behind.
-        raise migrate.missing_schema(url)
-    engine = make_engine(url)
+DEFAULT_FOLDER = "strategies_db"
+
+
+def _connect(url: str, *, create: bool, read_only: bool = False) -> Engine:
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        if not create:
+            # Connecting would create an empty file; say what is wrong without leaving one behind.
+            raise no_registry(url)
+        if path.parent.name == DEFAULT_FOLDER and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url, read_only=read_only)
     check_connection(engine, url)
     return engine
 
 
-def _missing_sqlite_file(url: str) -> bool:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (absolute), None for other databases and in-memory SQLite."""
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return False
+        return None
     db = parsed.database
-    return (
-        parsed.get_backend_name() == "sqlite"
-        and bool(db)
-        and db != ":memory:"
-        and not db.startswith("file:")
-        and not Path(db).exists()
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).absolute()
+
+
+def no_registry(url: str) -> NoRegistry:
+    return NoRegistry(
+        f"no registry at {location(url)}: check --registry / UFARSAP_REGISTRY_URL, or create one with"
+        f" `ufarsap-engine registry upgrade --registry {display_url(url)}` (any `ufarsap-engine run`"
+        " creates it too)"
     )
 
 
-def open_registry(url: str | None = None, *, create: bool = True) -> Registry:
+def open_registry(url: str | None = None, *, create: bool = True, read_only: bool = False) -> Registry:
     """Open the registry at ``url`` (default: ``default_url()``), checking its schema version.
 
     A new empty database is initialised (unless ``create=False``); an older schema raises
-    ``SchemaOutOfDate`` and a newer one ``SchemaTooNew`` - neither is changed.
+    ``SchemaOutOfDate`` and a newer one ``SchemaTooNew`` - neither is changed. ``read_only``
+    (for queries) never creates or migrates anything and does not even switch a SQLite file
+    to WAL: a missing registry raises ``NoRegistry``, a database without the registry's
+    schema ``SchemaOutOfDate``, and a read-only file can still be read.
     """
     url = url or default_url()
-    engine = _connect(url, create=create)
+    create = create and not read_only
+    engine = _connect(url, create=create, read_only=read_only)
     try:
         with engine.connect() as conn:
             status = migrate.status(conn)

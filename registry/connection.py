@@ -1,6 +1,7 @@
 """Turning a URL into a configured SQLAlchemy engine, and connection failures into one line.
 
-SQLite: WAL (readers never block the writer), a 30 s busy timeout, foreign keys on, and our own
+SQLite: WAL (readers never block the writer), a busy timeout in short slices (the caller
+says that the registry is busy and bounds the total wait: ``busy.py``), foreign keys on, our own
 ``BEGIN`` so that write transactions take the write lock up front (``BEGIN IMMEDIATE``) and
 wait for it, instead of failing with "database is locked" when a read turns into a write.
 PostgreSQL: pre-ping (survives server restarts), a connect timeout, an application name that
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +22,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from .errors import RegistryUnavailable
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # for the switch to WAL of a new file
+#: How long SQLite itself waits for a lock before ``transact`` looks again (and speaks up).
+SQLITE_BUSY_SLICE_MS = 1_000
 PG_CONNECT_TIMEOUT_S = 10
 #: Execution option that makes a SQLite transaction start with ``BEGIN IMMEDIATE``.
 SQLITE_BEGIN = "ufarsap_sqlite_begin"
@@ -33,6 +38,46 @@ def display_url(url: str | URL) -> str:
         return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", str(url))
 
 
+_PASSWORD_IN_URL = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@/\s]+@")
+
+
+def redact(value: Any) -> Any:
+    """``value`` (JSON-like) with every password inside a URL replaced by ``***``: what may be
+    stored (``runs.config``, ``run_spec.json``), handed to plugins or printed."""
+    if isinstance(value, str):
+        return _PASSWORD_IN_URL.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def real_url(url: str) -> str:
+    """The URL to connect with, for one whose password was redacted: the password travels to
+    worker processes only in ``$UFARSAP_REGISTRY_URL`` (never in a file or a plugin's view)."""
+    if "***@" not in url:
+        return url
+    secret = os.environ.get("UFARSAP_REGISTRY_URL", "")
+    if secret and redact(secret) == url:
+        return secret
+    raise unavailable(url, "its password is not available here: pass the registry URL to this"
+                      " process in UFARSAP_REGISTRY_URL")
+
+
+def location(url: str | URL) -> str:
+    """Where the registry lives, for the line every registry command prints: the absolute
+    file of a SQLite URL, the URL with its password hidden otherwise."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        return display_url(url)
+    db = parsed.database
+    if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" and not db.startswith("file:"):
+        return str(Path(db).absolute())
+    return display_url(parsed)
+
+
 def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -42,8 +87,12 @@ def unavailable(url: str | URL, reason: str) -> RegistryUnavailable:
     return RegistryUnavailable(f"registry {display_url(url)} is unavailable: {reason}")
 
 
-def make_engine(url: str | URL) -> Engine:
-    """A configured engine; raises ``RegistryUnavailable`` for bad URLs or missing drivers."""
+def make_engine(url: str | URL, *, read_only: bool = False) -> Engine:
+    """A configured engine; raises ``RegistryUnavailable`` for bad URLs or missing drivers.
+
+    ``read_only``: SQLite files are opened with ``mode=ro`` (nothing is written, not even the
+    switch to WAL, and read-only files can be read); PostgreSQL sessions are read-only.
+    """
     try:
         parsed = make_url(url)
     except exc.ArgumentError:
@@ -58,6 +107,10 @@ def make_engine(url: str | URL) -> Engine:
         if "application_name" not in parsed.query:
             connect_args["application_name"] = "ufarsap-engine registry"
         kwargs.update(pool_pre_ping=True, connect_args=connect_args)
+    if backend == "sqlite" and read_only and parsed.database and parsed.database != ":memory:" \
+            and not parsed.database.startswith("file:"):
+        ro = f"file:{quote(str(Path(parsed.database).absolute()))}?mode=ro"
+        parsed = parsed.set(database=ro).update_query_dict({"uri": "true"})
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except exc.NoSuchModuleError:
@@ -69,7 +122,9 @@ def make_engine(url: str | URL) -> Engine:
     except exc.ArgumentError as error:
         raise unavailable(url, first_line(error)) from None
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only=read_only)
+    elif backend == "postgresql" and read_only:
+        _read_only_sessions(engine)
     _guard_against_fork(engine)
     return engine
 
@@ -105,15 +160,16 @@ def _enable_wal(cursor: Any) -> None:
             delay = min(delay * 2, 0.5)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            _enable_wal(cursor)
-            cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_SLICE_MS}")
+            if not read_only:
+                _enable_wal(cursor)
+                cursor.execute("PRAGMA synchronous = NORMAL")  # durable per commit in WAL mode
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -122,6 +178,16 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _read_only_sessions(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        dbapi_conn.autocommit = autocommit
 
 
 def _guard_against_fork(engine: Engine) -> None:

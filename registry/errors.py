@@ -37,3 +37,11 @@ class InvalidArgument(RegistryError):
 
 class InvalidTransition(RegistryError):
     """A lifecycle change that is not allowed (e.g. rejecting the active strategy)."""
+
+
+class NoRegistry(SchemaOutOfDate):
+    """The URL names a SQLite file that does not exist (reading commands never create one)."""
+
+
+class RegistryBusy(RegistryError):
+    """Another process held the SQLite registry's write lock for longer than the wait allowed."""

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .connection import display_url, write_engine
+from .connection import display_url, location, write_engine
 from .errors import NotARegistry, SchemaOutOfDate, SchemaTooNew
 from .models import TABLE_NAMES
 
@@ -112,13 +112,31 @@ def check(status_: SchemaStatus, url: str, *, create: bool) -> bool:
 def missing_schema(url: str) -> SchemaOutOfDate:
     shown = display_url(url)
     return SchemaOutOfDate(
-        f"registry {shown} has no schema yet (this engine needs rev {head_revision()}):"
-        f" run `ufarsap-engine registry upgrade --registry {shown}`"
+        f"{location(url)} holds no ufarsap-engine registry (no registry schema; this engine needs"
+        f" rev {head_revision()}): check --registry / UFARSAP_REGISTRY_URL, or create one with"
+        f" `ufarsap-engine registry upgrade --registry {shown}`"
     )
 
 
 def upgrade_to_head(engine: Engine, url: str) -> tuple[str | None, str]:
     """Migrate to head under a lock; returns (revision before, revision after)."""
+    from sqlalchemy import exc
+
+    from .busy import BusyWait
+    from .connection import SQLITE_BUSY_SLICE_MS
+    from .transactions import is_sqlite_locked
+
+    busy = BusyWait(engine, SQLITE_BUSY_SLICE_MS / 1000)
+    while True:
+        try:
+            return _upgrade_locked(engine, url)
+        except exc.OperationalError as error:
+            if not is_sqlite_locked(error):
+                raise
+            busy.locked()
+
+
+def _upgrade_locked(engine: Engine, url: str) -> tuple[str | None, str]:
     with write_engine(engine).connect() as conn:
         with conn.begin():
             if conn.dialect.name == "postgresql":

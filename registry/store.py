@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from . import encoding, migrate, queries
-from .connection import display_url, write_engine
+from .connection import display_url, location, redact, write_engine
 from .errors import InvalidArgument, InvalidTransition, RunNotFound, StrategyNotFound
 from .models import (
     LIFECYCLES,
@@ -48,6 +48,8 @@ END_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
 STRATEGIES, PLUGINS, SCORES, EVENTS = (
     m.__table__ for m in (Strategy, StrategyPlugin, Score, LineageEventRow)
 )
+#: Largest id a strategy can have (SQLite's INTEGER; PostgreSQL's is smaller, so also covered).
+MAX_ID = 2**63 - 1
 #: Ids per IN (...) list, well under SQLite's and PostgreSQL's bound-parameter limits.
 CHUNK = 500
 
@@ -80,6 +82,11 @@ class Registry:
         self._engine.dispose()
 
     @property
+    def location(self) -> str:
+        """Where this registry lives: its SQLite file, or its URL without the password."""
+        return location(self.url)
+
+    @property
     def dialect(self) -> str:
         return self._engine.dialect.name
 
@@ -100,10 +107,12 @@ class Registry:
     # -- runs -------------------------------------------------------------------------------
 
     def start_run(self, name: str, config: dict[str, Any], scope: str = "default") -> str:
-        """Register a run (this process) and reap strategies of runs that died; returns its id."""
+        """Register a run (this process) and reap strategies of runs that died; returns its id.
+
+        Passwords inside URLs in ``config`` are stored redacted (the registry is shared)."""
         encoding.name(name, what="run name")
         encoding.name(scope, what="scope", max_len=encoding.MAX_SCOPE)
-        config = encoding.json_value(config, what="run config")
+        config = redact(encoding.json_value(config, what="run config"))
         run_id = uuid.uuid4().hex
 
         def work(s: Session) -> None:
@@ -183,7 +192,27 @@ class Registry:
                 strategy_id=strategy_id, event="state_changed", run_id=run_id, at=now,
                 detail={"from": "running", "to": "failed", "reason": reason},
             ))
+        if failed:
+            s.flush()
+            self._retire_failed(s, Strategy.id.in_([sid for sid, _ in failed]), reason)
         return len(failed)
+
+    def _retire_failed(self, s: Session, which: sa.ColumnElement[bool], reason: str) -> None:
+        """A failed strategy never stays active: retire it (its scope then has no active
+        strategy, and runs fall back to the default set until another is activated)."""
+        why = f"failed while active: {reason}" if reason else "failed while active"
+        retired = s.execute(
+            sa.update(Strategy)
+            .where(which, Strategy.state == "failed", Strategy.lifecycle == "active")
+            .values(lifecycle="retired", reason=why)
+            .returning(Strategy.id, Strategy.run_id)
+            .execution_options(synchronize_session="fetch")
+        ).all()
+        for strategy_id, run_id in retired:
+            s.add(LineageEventRow(
+                strategy_id=strategy_id, event="retired", run_id=run_id, at=_utcnow(),
+                detail={"from": "active", "reason": why},
+            ))
 
     # -- writing strategies -----------------------------------------------------------------
 
@@ -271,6 +300,9 @@ class Registry:
                 strategy_id=strategy_id, event="state_changed", run_id=row.run_id, at=now,
                 detail=detail,
             ))
+            if state == "failed":
+                s.flush()
+                self._retire_failed(s, Strategy.id == strategy_id, reason)
 
         self._write(work)
 
@@ -319,9 +351,14 @@ class Registry:
     def activate(self, strategy_id: int, reason: str = "") -> StrategyRecord:
         """Make this the scope's one active strategy, retiring the previous one, atomically.
 
-        The database's partial unique index guarantees one active per scope; a concurrent
-        activation that loses the race is retried against the new state.
+        Only a strategy that can be trusted is activated: not rejected, not failed, and not
+        ``running`` (its run has not finished it; runs that stopped heartbeating are reaped
+        first, so a dead run's strategy shows as failed). A strategy that fails later while
+        active is retired at that moment (see ``_retire_failed``), so a failed strategy is
+        never the active one. The database's partial unique index guarantees one active per
+        scope; a concurrent activation that loses the race is retried against the new state.
         """
+        self.reap_stale()
 
         def work(s: Session) -> StrategyRecord:
             row = self._locked(s, strategy_id)
@@ -330,7 +367,13 @@ class Registry:
             if row.lifecycle == "rejected":
                 raise InvalidTransition(f"strategy {strategy_id} was rejected; it cannot be activated")
             if row.state == "failed":
-                raise InvalidTransition(f"strategy {strategy_id} failed; it cannot be activated")
+                why = f" ({row.reason})" if row.reason else ""
+                raise InvalidTransition(f"strategy {strategy_id} failed{why}; it cannot be activated")
+            if row.state == "running":
+                raise InvalidTransition(
+                    f"strategy {strategy_id} is still running (run {row.run_id}); it can be activated"
+                    " once its run has completed it"
+                )
             now = _utcnow()
             retired_reason = f"replaced by strategy {strategy_id}"
             previous = s.execute(
@@ -396,6 +439,8 @@ class Registry:
     # -- reading ----------------------------------------------------------------------------
 
     def get(self, strategy_id: int) -> StrategyRecord:
+        self._check_id(strategy_id)
+
         def work(s: Session) -> StrategyRecord:
             row = s.get(Strategy, strategy_id)
             if row is None:
@@ -531,12 +576,18 @@ class Registry:
 
     def _locked(self, s: Session, strategy_id: int, *, lock: bool = True) -> Strategy:
         """The strategy row, locked for update on PostgreSQL; raises if missing."""
-        if isinstance(strategy_id, bool) or not isinstance(strategy_id, int):
-            raise InvalidArgument(f"strategy id must be an integer, got {strategy_id!r}")
+        self._check_id(strategy_id)
         row = s.get(Strategy, strategy_id, with_for_update=lock or None)
         if row is None:
             raise self._not_found(strategy_id)
         return row
+
+    def _check_id(self, strategy_id: int) -> None:
+        """An integer; one no database can hold (e.g. 99999999999999999999) is simply not there."""
+        if isinstance(strategy_id, bool) or not isinstance(strategy_id, int):
+            raise InvalidArgument(f"strategy id must be an integer, got {strategy_id!r}")
+        if not 1 <= strategy_id <= MAX_ID:
+            raise self._not_found(strategy_id)
 
     @staticmethod
     def _fetch(s: Session, model: Any, ids: Sequence[int]) -> builtins.list[Any]:

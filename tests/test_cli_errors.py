@@ -79,7 +79,7 @@ def test_sql_looking_filter_values_match_nothing(world):
     tmp, env, _, reg = world
     before = snapshot(reg)
     res = run_cli("registry", "list", "--plugin", "x'; DROP TABLE strategies;--", "--json", cwd=tmp, env=env)
-    assert res.returncode == 0 and json.loads(res.stdout) == []
+    assert res.returncode == 0 and json.loads(res.stdout) == {"registry": str(reg), "strategies": []}
     assert snapshot(reg) == before
 
 

@@ -18,10 +18,13 @@ from ufarsap_engine.plugin_host import IMPORT_TIMEOUT_S, PluginHost, installed_p
 
 def plugin_catalog(registry_url: str | None = None, scope: str = "default",
                    import_timeout_s: float = IMPORT_TIMEOUT_S) -> list[dict[str, Any]]:
-    from ufarsap_registry import open_registry
+    from ufarsap_registry import NoRegistry, open_registry
 
-    with open_registry(registry_url) as reg:
-        active = reg.active_strategy(scope)
+    try:  # read-only: listing plugins never creates a registry
+        with open_registry(registry_url, read_only=True) as reg:
+            active = reg.active_strategy(scope)
+    except NoRegistry:
+        active = None
     enabled = set(active.plugins) if active else set(DEFAULT_PLUGINS)
     rows = []
     entries = installed_plugins()

@@ -83,6 +83,7 @@ def run(config_path, plugins, data, steps, seed, out, registry_url, tp, pp, npro
                   TimeRemainingColumn(), transient=as_json, disable=as_json, console=_stderr_console()) as bar:
         task = bar.add_task("run", total=cfg.steps)
         summary = execute(prepared, progress=lambda step: bar.update(task, completed=step))
+    click.echo(f"registry: {summary['registry']}", err=True)
     if as_json:
         _echo_json(summary)
     else:
@@ -262,9 +263,16 @@ def registry() -> None:
     """Query and change the SQL strategy registry."""
 
 
-def _open(url):
+def _open(url, *, write: bool = False):
+    """Queries open the registry read-only; nothing but `run` and `registry upgrade` creates one."""
     from ufarsap_registry import open_registry
-    return open_registry(url)
+    return open_registry(url, create=False, read_only=not write)
+
+
+def _say_registry(reg) -> str:
+    """Which registry a command used, on stderr (stdout stays clean for --json); returns it."""
+    click.echo(f"registry: {reg.location}", err=True)
+    return reg.location
 
 
 def _strategy_rows(records) -> list[dict]:
@@ -306,7 +314,8 @@ def registry_list(registry_url, state, lifecycle, plugin, metric, min_value, max
         records = reg.list(state=state, lifecycle=lifecycle, plugin=plugin, metric=metric, min_value=min_value,
                            max_value=max_value, top_k=top_k, order="asc" if ascending else "desc", scope=scope,
                            limit=limit)
-    _echo_json(_strategy_rows(records)) if as_json else _print_strategies(records)
+    where = _say_registry(reg)
+    _echo_json({"registry": where, "strategies": _strategy_rows(records)}) if as_json else _print_strategies(records)
 
 
 @registry.command("show", context_settings=CONTEXT)
@@ -318,13 +327,13 @@ def registry_show(strategy_id, registry_url, as_json) -> None:
     with _open(registry_url) as reg:
         rec = reg.get(strategy_id)
         events = reg.lineage(strategy_id)
-    data = rec.to_json_dict()
+    data = {"registry": _say_registry(reg), **rec.to_json_dict()}
     data["lineage"] = [e.model_dump(mode="json") for e in events]
     if as_json:
         _echo_json(data)
         return
     for k, v in data.items():
-        if k != "lineage":
+        if k not in ("lineage", "registry"):
             click.echo(f"{k:>14}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
     click.echo("       lineage:")
     for e in events:
@@ -343,8 +352,9 @@ def registry_best(metric, lowest, scope, registry_url, as_json) -> None:
     with _open(registry_url) as reg:
         rec = reg.best(metric, scope=scope, higher_is_better=not lowest)
     if rec is None:
-        raise UserError(f"no strategy in scope '{scope}' has a score for metric '{metric}'")
-    _echo_json(rec.to_json_dict()) if as_json else _print_strategies([rec])
+        raise UserError(f"no strategy in scope '{scope}' of registry {reg.location} has a score for metric '{metric}'")
+    where = _say_registry(reg)
+    _echo_json({"registry": where, **rec.to_json_dict()}) if as_json else _print_strategies([rec])
 
 
 @registry.command("lineage", context_settings=CONTEXT)
@@ -356,8 +366,9 @@ def registry_lineage(strategy_id, registry_url, as_json) -> None:
     with _open(registry_url) as reg:
         ancestry = reg.ancestry(strategy_id)
         descendants = reg.descendants(strategy_id)
+    where = _say_registry(reg)
     if as_json:
-        _echo_json({"ancestry": _strategy_rows(ancestry), "descendants": _strategy_rows(descendants)})
+        _echo_json({"registry": where, "ancestry": _strategy_rows(ancestry), "descendants": _strategy_rows(descendants)})
         return
     from rich.tree import Tree
 
@@ -390,14 +401,15 @@ def registry_activate(strategy_id, reason, registry_url, as_json) -> None:
     from ufarsap_engine.plugin_host import installed_plugins
 
     installed = installed_plugins()
-    with _open(registry_url) as reg:
+    with _open(registry_url, write=True) as reg:
         rec = reg.get(strategy_id)
         missing = [p for p in rec.plugins if p not in installed]
         if missing:
             raise UserError(f"strategy {strategy_id} needs plugins that are not installed: {', '.join(missing)}; "
                             "nothing was changed")
         rec = reg.activate(strategy_id, reason=reason)
-    _echo_json(rec.to_json_dict()) if as_json else click.echo(f"strategy {rec.id} is now active ({', '.join(rec.plugins)})")
+    where = _say_registry(reg)
+    _echo_json({"registry": where, **rec.to_json_dict()}) if as_json else click.echo(f"strategy {rec.id} is now active ({', '.join(rec.plugins)})")
 
 
 @registry.command("retire", context_settings=CONTEXT)
@@ -406,8 +418,9 @@ def registry_activate(strategy_id, reason, registry_url, as_json) -> None:
 @REGISTRY_OPT
 def registry_retire(strategy_id, reason, registry_url) -> None:
     """Retire a strategy (the scope then has no active strategy if it was the active one)."""
-    with _open(registry_url) as reg:
+    with _open(registry_url, write=True) as reg:
         reg.retire(strategy_id, reason=reason)
+    _say_registry(reg)
     click.echo(f"strategy {strategy_id} retired")
 
 
@@ -415,9 +428,11 @@ def registry_retire(strategy_id, reason, registry_url) -> None:
 @REGISTRY_OPT
 def registry_upgrade(registry_url) -> None:
     """Migrate the registry's schema to this engine's version (Alembic)."""
-    from ufarsap_registry import default_url, upgrade
+    from ufarsap_registry import default_url, location, upgrade
 
-    old, new = upgrade(registry_url or default_url())
+    url = registry_url or default_url()
+    old, new = upgrade(url)
+    click.echo(f"registry: {location(url)}", err=True)
     click.echo(f"registry schema: {old or '(empty)'} -> {new}")
 
 
@@ -445,6 +460,7 @@ def evolution_report(run_id, scope, out_png, registry_url, as_json) -> None:
         out_png = "evolution.png"
     with _open(registry_url) as reg:
         data = report(reg, run_id, out_png, scope=scope)
+    _say_registry(reg)
     if not data["candidates"]:
         which = f"run {run_id}" if run_id else f"scope '{scope}'"
         raise UserError(f"no evolution data for {which} in the registry (nothing to report or plot); "

@@ -91,6 +91,9 @@ class RunConfig(BaseModel):
     seed: int = Field(1234, ge=0)
     out: str = "runs/latest"
     registry: str | None = None
+    registry_heartbeat_s: float = Field(30.0, gt=0, description="seconds between a run's registry heartbeats")
+    registry_wait_s: float = Field(30.0, ge=0, description="at the end of a run, how long to wait for registry "
+                                   "writes an outage held back before warning what was not recorded")
     scope: str = Field("default", min_length=1, max_length=64)
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from types import SimpleNamespace
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.evolution import health
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.schemas import Horizon, TextBatch
+from ufarsap_registry import redact
 
 
 @dataclass
@@ -142,14 +144,15 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     plugins = host.names  # as started; quarantined plugins leave host.names
-    run_id = registry.start_run(name=out_dir.name, config=cfg.model_dump(mode="json"), scope=cfg.scope)
+    public_cfg = redact(cfg.model_dump(mode="json"))  # what is stored and what plugins see: no passwords
+    run_id = registry.start_run(name=out_dir.name, config=public_cfg, scope=cfg.scope)
     # Every run is recorded as a strategy of its own; a run of the active strategy is its child.
     parent = choice.strategy_id
     strategy_id = registry.add_strategy(
         plugins=host.names, params={**choice.params, "plugins": prepared.plugin_params}, origin="manual",
         run_id=run_id, parent_id=parent, state="running", scope=cfg.scope,
         reason=f"run of active strategy {parent}" if parent else f"plugins chosen by {choice.source}")
-    runtime_args = dict(run_config=cfg.model_dump(mode="json"), plugins=host.names,
+    runtime_args = dict(run_config=public_cfg, plugins=host.names,
                         plugin_params=prepared.plugin_params, run_id=run_id, strategy_id=strategy_id,
                         registry_url=registry.url, follow_registry=choice.source != "flag")
     t0 = time.perf_counter()
@@ -167,16 +170,39 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
             "plugins_source": choice.source, "strategy_id": strategy_id, "parent_strategy_id": parent,
             "quarantined": {**health.QUARANTINED, **host.quarantine_summary()}, "wall_time_s": round(time.perf_counter() - t0, 3),
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
-            "training": training,
+            "training": training, "registry": registry.location,
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         scores.update({f"quarantined.{name}": 1.0 for name in summary["quarantined"]})
-        registry.record_scores(strategy_id, scores, step=cfg.steps)
-        registry.set_state(strategy_id, status, quarantine_reason(summary["quarantined"]))
-        registry.end_run(run_id, status)
         registry.close()
+        unrecorded = record_run_end(registry.url, run_id, strategy_id, status, scores, cfg.steps,
+                                    wait_s=cfg.registry_wait_s, reason=quarantine_reason(summary["quarantined"]))
+        if unrecorded:
+            summary["registry_unrecorded"] = unrecorded
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def record_run_end(url: str, run_id: str, strategy_id: int, status: str, scores: dict[str, float], step: int,
+                   *, wait_s: float, reason: str = "") -> list[str]:
+    """Record a run's end (final scores, its strategy's state, the run's status: ``complete``,
+    ``failed``, ``interrupted`` ...) through the background writer, waiting at most ``wait_s``
+    for a registry that is down; returns what could not be recorded, after warning in one line."""
+    from ufarsap_registry import location
+    from ufarsap_registry.background import writer_for
+
+    writer = writer_for(url)
+    writer.submit(f"final scores of strategy {strategy_id}", lambda r: r.record_scores(strategy_id, scores, step=step))
+    state = status if status in ("complete", "failed") else "failed"  # e.g. interrupted, killed
+    writer.submit(f"state of strategy {strategy_id} ({state})",
+                  lambda r: r.set_state(strategy_id, state, reason if state == status else f"run {status}"))
+    writer.submit(f"end of run {run_id[:8]} ({status})", lambda r: r.end_run(run_id, status))
+    unrecorded = writer.close(wait_s)
+    if unrecorded:
+        print(f"ufarsap-engine: warning: registry {location(url)} did not answer within {wait_s:g} s"
+              f" (registry_wait_s); not recorded: {'; '.join(unrecorded)}", file=sys.stderr, flush=True)
+    return unrecorded
 
 
 def quarantine_reason(quarantined: dict[str, dict[str, str]]) -> str:
@@ -240,6 +266,20 @@ def _score_metrics(runtime: AlignmentRuntime, cells) -> dict[str, float]:
 
 # --- with a model ---------------------------------------------------------------------------
 
+def worker_args(runtime_args: dict) -> dict:
+    """What goes into ``run_spec.json`` for the workers: the registry URL without its password."""
+    url = runtime_args.get("registry_url")
+    return {**runtime_args, "registry_url": redact(url) if url else url}
+
+
+def worker_env(runtime_args: dict) -> dict[str, str]:
+    """The workers' environment additions: the real registry URL (read back by ``real_url``)."""
+    from ufarsap_registry import URL_ENV
+
+    url = runtime_args.get("registry_url")
+    return {URL_ENV: url} if url else {}
+
+
 def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
     from ufarsap_engine.trainer import worker
 
@@ -253,10 +293,11 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
                             callbacks=[runtime, lambda step, metrics: progress(step)])
     spec = worker.RunSpec(
         model=model_cfg, train=train_cfg, data=data_spec,
-        objective=worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_objective", kwargs=runtime_args),
+        objective=worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_objective",
+                                   kwargs=worker_args(runtime_args)),
         callbacks=[worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_callback")])
     spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
-    rc = worker.launch_torchrun(cfg.nproc, spec_path)
+    rc = worker.launch_torchrun(cfg.nproc, spec_path, env=worker_env(runtime_args))
     reported = worker.read_worker_error(cfg.out) if rc != 0 else None
     if rc == 2:
         raise UserError(reported or "the workers reported a user error")

@@ -36,6 +36,14 @@ def load_host(cfg: RunConfig, plugins: list[str], plugin_params: dict) -> Plugin
     return host
 
 
+def _connectable(url: str | None) -> str | None:
+    """Workers get the registry URL without its password; the real one is in their environment."""
+    if not url:
+        return url
+    from ufarsap_registry import real_url
+    return real_url(url)
+
+
 def _is_rank0() -> bool:
     import torch.distributed as dist
     return not dist.is_initialized() or dist.get_rank() == 0
@@ -64,7 +72,7 @@ class AlignmentRuntime:
         self.probe = [make_sample(p["id"], p["text"]) for p in probe]
         self.context = RunContext(run_id=run_id, out_dir=self.cfg.out, plugins=self.host.names,
                                   strategy_id=strategy_id, config=run_config)
-        self.registry_url, self.run_id = registry_url, run_id
+        self.registry_url, self.run_id = _connectable(registry_url), run_id
         self.follow_registry = follow_registry or self.cfg.evolve
         self.active_strategy_id = strategy_id
         self.window_rewards: list[float] = []
@@ -147,7 +155,7 @@ class AlignmentRuntime:
         """Evolve (rank 0, with ``evolve``) and follow the registry's active strategy."""
         if not self.follow_registry or not self.registry_url:
             return
-        active = _on_rank0_then_share(self._evolve_and_read_active)
+        active = _on_rank0_then_share(self._evolve_and_read_active_or_skip)
         if active is None:
             return
         strategy_id, plugins, params = active
@@ -158,6 +166,20 @@ class AlignmentRuntime:
         self.context = self.context.model_copy(update={"plugins": self.host.names, "strategy_id": strategy_id})
         if hasattr(self.objective, "set_host"):
             self.objective.set_host(self.host)
+
+    def _evolve_and_read_active_or_skip(self):
+        """A registry outage skips this round's evolution and strategy check; training goes on."""
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        from ufarsap_registry import RegistryBusy, RegistryUnavailable
+
+        try:
+            return self._evolve_and_read_active()
+        except (RegistryUnavailable, RegistryBusy, OperationalError, InterfaceError) as exc:
+            import logging
+            logging.getLogger("ufarsap_registry").warning(
+                f"registry unreachable at a round boundary ({str(exc).splitlines()[0]}): keeping plugins"
+                f" {', '.join(self.host.names) or '(none)'}; evolution skips this round")
+            return None
 
     def _evolve_and_read_active(self):
         from ufarsap_registry import open_registry
@@ -199,11 +221,12 @@ class AlignmentRuntime:
         self.host.call("ufarsap_run_end", run=self.context, summary=summary)
 
     def _heartbeat(self) -> None:
-        if not self.registry_url or not self.run_id or time.monotonic() - self.last_heartbeat < 30 or not _is_rank0():
+        """Queued to the background writer: a registry outage never stops or blocks a step."""
+        if not self.registry_url or not self.run_id or not _is_rank0() \
+                or time.monotonic() - self.last_heartbeat < self.cfg.registry_heartbeat_s:
             return
-        from ufarsap_registry import open_registry
-        with open_registry(self.registry_url) as reg:
-            reg.heartbeat(self.run_id)
+        from ufarsap_registry.background import writer_for
+        writer_for(self.registry_url).heartbeat(self.run_id)
         self.last_heartbeat = time.monotonic()
 
     # -- checkpointed state ---------------------------------------------------------------------

@@ -146,7 +146,10 @@ def load_spec(path: str | os.PathLike) -> RunSpec:
 def write_spec(spec: RunSpec, path: str | os.PathLike) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(spec.model_dump_json(indent=1))
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # only the owner may read a run's spec
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(spec.model_dump_json(indent=1))
     return p
 
 
