@@ -292,3 +292,22 @@ def test_progress_interval():
     from ufarsap_engine.progress import default_every
 
     assert [default_every(n) for n in (1, 5, 20, 300, 5000)] == [1, 1, 2, 30, 50]
+
+
+def test_settings_differences_name_nested_keys(tmp_path):
+    from ufarsap_engine.config import RunConfig
+    from ufarsap_engine.errors import UserError
+    from ufarsap_engine.run_dir import check_out_dir, run_settings, start_out_dir
+
+    old = RunConfig(seed=1, steps=10)
+    start_out_dir(tmp_path, run_settings(old, ["safety.toxicity"], {}))
+    (tmp_path / "metrics.jsonl").write_text("")
+    same = run_settings(old.model_copy(update={"steps": 20, "log_every": 3}), ["safety.toxicity"], {})
+    assert check_out_dir(tmp_path, same, steps=20) is None  # steps may grow; no checkpoint yet
+    new = RunConfig(seed=2, steps=10, objective={"lambda_coord": 0.5})
+    with pytest.raises(UserError) as err:
+        check_out_dir(tmp_path, run_settings(new, None, {}), steps=10)
+    msg = str(err.value)
+    assert "seed 1 -> 2" in msg and "objective.lambda_coord 0.15 -> 0.5" in msg
+    assert "plugins [\"safety.toxicity\"] -> \"the registry's active strategy\"" in msg
+    assert check_out_dir(tmp_path, run_settings(new, None, {}), steps=10, overwrite=True) is None

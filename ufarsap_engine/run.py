@@ -90,7 +90,8 @@ def prepare(cfg: RunConfig) -> PreparedRun:
             raise UserError(f"plugin_params names plugins that are not selected: {', '.join(unknown)}")
         configure_plugins(host, plugin_params)
         settings = run_settings(cfg, None if choice.source == "registry" else choice.names, plugin_params)
-        resume_step = check_out_dir(cfg.out, settings, cfg.steps, cfg.overwrite)
+        resume_step = check_out_dir(cfg.out, settings, cfg.steps, cfg.overwrite,
+                                    resume=cfg.train_model and cfg.train.get("resume", True) is not False)
         if cfg.evolve:
             from ufarsap_engine.evolution import EvolutionConfig
             from ufarsap_engine.config import validation_lines

@@ -96,10 +96,12 @@ def has_run(out: Path) -> bool:
     return any((out / f).exists() for f in ("metrics.jsonl", "summary.json", SETTINGS_FILE, *RUN_DIRS))
 
 
-def check_out_dir(out: str | Path, settings: dict, steps: int, overwrite: bool = False) -> int | None:
+def check_out_dir(out: str | Path, settings: dict, steps: int, overwrite: bool = False,
+                  resume: bool = True) -> int | None:
     """Decide whether a run with ``settings`` may use ``out``; nothing is written.
 
-    Returns the checkpoint step the run resumes from (``None``: it starts fresh). Raises a
+    Returns the checkpoint step the run resumes from (``None``: it starts fresh; always with
+    ``resume=False``, the trainer's ``train.resume``). Raises a
     one-line ``UserError`` when ``out`` holds a run with other settings (unless ``overwrite``)
     or one already past ``steps``."""
     out = Path(out)
@@ -120,7 +122,7 @@ def check_out_dir(out: str | Path, settings: dict, steps: int, overwrite: bool =
     if diff:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise UserError(f"{out} holds a run with other settings ({shown}); {how}")
-    step = _checkpoint_step(out)
+    step = _checkpoint_step(out) if resume else None
     if step is not None and step > steps:
         raise UserError(f"{out} is already at step {step}, past --steps {steps}; give --steps {step} or more "
                         "to continue it, or another --out")
