@@ -311,3 +311,20 @@ def test_settings_differences_name_nested_keys(tmp_path):
     assert "seed 1 -> 2" in msg and "objective.lambda_coord 0.15 -> 0.5" in msg
     assert "plugins [\"safety.toxicity\"] -> \"the registry's active strategy\"" in msg
     assert check_out_dir(tmp_path, run_settings(new, None, {}), steps=10, overwrite=True) is None
+
+
+def test_evaluate_refuses_a_non_finite_loss(trained, world):
+    """A checkpoint whose loss is not finite is a failure, never ``loss nan`` with exit 0."""
+    import subprocess
+    import sys
+
+    tmp, env, _ = world
+    data = tmp / "heldout.txt"
+    data.write_text("A short held-out paragraph.\n\nAnother one, a little longer than the first.\n")
+    script = ("import math, sys, ufarsap_engine.trainer.generate as g; "
+              "g.sequence_logprobs = lambda gpt, chunks: [[math.nan] for _ in chunks]; "
+              "from ufarsap_engine.cli import main; "
+              f"sys.exit(main(['evaluate', '--checkpoint', {str(trained[0])!r}, '--data', {str(data)!r}]))")
+    res = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=300)
+    one_line_error(res, 1, "non-finite loss (nan)", "weights are not usable")
