@@ -268,8 +268,8 @@ def test_closing_summary_names_losses_paths_and_mean_throughput(trained):
     out, _, _, resumed = trained
     text = resumed.stdout
     assert "OUT/" not in text
-    for needle in (str(out / "metrics.jsonl"), str(out / "summary.json"), "loss: total objective",
-                   "LM loss, all tokens", "LM loss, kept tokens", "throughput, mean over the run",
+    for needle in (str(out / "metrics.jsonl"), str(out / "summary.json"), "loss: total objective, last step",
+                   "LM loss, all tokens, last step", "LM loss, kept tokens, last step", "throughput, mean over the run",
                    "flagged.safety.good.document (run mean)"):
         assert needle in text, needle
     summary = json.loads((out / "summary.json").read_text())

@@ -101,8 +101,8 @@ def _stderr_console():
 #: Shown in the closing table besides the named losses (per plugin and scale: run means).
 SUMMARY_PREFIXES = ("state.", "probe.", "emergence.score", "reward.unified", "flagged_p.", "evolution.")
 #: The three losses of a run, by name (see ``alignment/unified.py``).
-NAMED_LOSSES = (("loss", "loss: total objective"), ("lm_loss", "LM loss, all tokens"),
-                ("lm_loss_kept", "LM loss, kept tokens"))
+NAMED_LOSSES = (("loss", "loss: total objective, last step"), ("lm_loss", "LM loss, all tokens, last step"),
+                ("lm_loss_kept", "LM loss, kept tokens, last step"))
 
 
 def _fmt(v) -> str:
