@@ -50,7 +50,10 @@ def cli() -> None:
 @click.option("--data", help="Training data: .txt or .jsonl file, or a saved HF dataset dir (default: embedded corpus).")
 @click.option("--steps", type=int, help="Training steps.")
 @click.option("--seed", type=int, help="Random seed.")
-@click.option("--out", help="Run directory for metrics.jsonl, summary.json, checkpoints.")
+@click.option("--out", help="Run directory for metrics.jsonl, summary.json, checkpoints (default: a fresh "
+                            "runs/<UTC time>); an existing one is resumed only if its settings match.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Discard the run in --out (checkpoints, metrics) if its settings differ, and start over.")
 @REGISTRY_OPT
 @click.option("--tp", type=int, help="Tensor-parallel size.")
 @click.option("--pp", type=int, help="Pipeline-parallel size.")
@@ -64,8 +67,8 @@ def cli() -> None:
 @click.option("--trace-plugins", is_flag=True, default=None, help="Log every hook call and result (or UFARSAP_TRACE_PLUGINS=1).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. train.lr=3e-4.")
 @JSON_OPT
-def run(config_path, plugins, data, steps, seed, out, registry_url, tp, pp, nproc, device, strict, no_train,
-        evolve, trace_plugins, sets, as_json) -> None:
+def run(config_path, plugins, data, steps, seed, out, overwrite, registry_url, tp, pp, nproc, device, strict,
+        no_train, evolve, trace_plugins, sets, as_json) -> None:
     """Train (or, with --no-train, score) with the selected alignment plugins."""
     from ufarsap_engine.config import load_config
     from ufarsap_engine.run import execute, prepare
@@ -73,16 +76,17 @@ def run(config_path, plugins, data, steps, seed, out, registry_url, tp, pp, npro
     cfg = load_config(
         config_path, list(sets),
         plugins=([] if plugins.strip() == "none" else plugins.split(",")) if plugins is not None else None, data=data, steps=steps, seed=seed,
-        out=out, registry=registry_url, tp=tp, pp=pp, nproc=nproc, device=device, strict_plugins=strict,
+        out=out, overwrite=overwrite, registry=registry_url, tp=tp, pp=pp, nproc=nproc, device=device, strict_plugins=strict,
         train_model=(False if no_train else None), trace_plugins=trace_plugins, evolve=evolve,
     )
     prepared = prepare(cfg)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from ufarsap_engine.progress import RunProgress
 
-    with Progress(TextColumn("[bold]run"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), transient=as_json, disable=as_json, console=_stderr_console()) as bar:
-        task = bar.add_task("run", total=cfg.steps)
-        summary = execute(prepared, progress=lambda step: bar.update(task, completed=step))
+    start = prepared.resume_step or 0
+    click.echo(f"run directory: {prepared.cfg.out} "
+               f"({f'resuming from step {start}' if start else 'new run'}, {cfg.steps} steps)", err=True)
+    with RunProgress(cfg.steps, start, every=cfg.log_every, enabled=not as_json) as bar:
+        summary = execute(prepared, progress=bar.update)
     click.echo(f"registry: {summary['registry']}", err=True)
     if as_json:
         _echo_json(summary)
@@ -95,24 +99,48 @@ def _stderr_console():
     return Console(stderr=True)
 
 
-SUMMARY_PREFIXES = ("loss", "lm_loss", "state.", "probe.", "emergence.score", "reward.unified", "flagged_p.",
-                    "tokens_per_s", "evolution.")
+#: Shown in the closing table besides the named losses (per plugin and scale: run means).
+SUMMARY_PREFIXES = ("state.", "probe.", "emergence.score", "reward.unified", "flagged_p.", "evolution.")
+#: The three losses of a run, by name (see ``alignment/unified.py``).
+NAMED_LOSSES = (("loss", "loss: total objective, last step"), ("lm_loss", "LM loss, all tokens, last step"),
+                ("lm_loss_kept", "LM loss, kept tokens, last step"))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _print_summary(summary: dict) -> None:
-    """The headline figures of a run; every metric of every step is in OUT/metrics.jsonl."""
+    """The headline figures of a run; every metric of every step is in its metrics.jsonl."""
     from rich.table import Table
 
+    final, training = summary["final_metrics"], summary.get("training") or {}
     t = Table(title=f"run {summary['run_id'][:8]} {summary['status']} ({summary['wall_time_s']} s)",
-              caption="all metrics, every step: OUT/metrics.jsonl")
+              caption=f"all metrics, every step: {summary['metrics_file']}")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("plugins", ", ".join(summary["plugins"]) or "(none)")
     t.add_row("plugins chosen by", summary["plugins_source"])
     t.add_row("strategy id", str(summary["strategy_id"]))
-    for k, v in summary["final_metrics"].items():
+    if training:
+        t.add_row("steps", f"{training['start_step']} -> {training['end_step']}")
+    for key, label in NAMED_LOSSES:
+        if final.get(key) is not None:
+            t.add_row(label, _fmt(final[key]))
+    for k, v in final.items():
+        if v is not None and k.startswith("loss.") and k != "loss.lm":
+            t.add_row(f"objective term {k}", _fmt(v))
+    if summary.get("tokens_per_s"):
+        t.add_row("throughput, mean over the run", f"{summary['tokens_per_s']:,.0f} tokens/s")
+    for k, v in summary.get("plugin_scores", {}).items():
+        t.add_row(f"{k} (run mean)", _fmt(v))
+    for k, v in final.items():
         if v is not None and k.startswith(SUMMARY_PREFIXES):
-            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+            t.add_row(k, _fmt(v))
+    t.add_row("run directory", summary["out_dir"])
+    t.add_row("summary", summary["summary_file"])
+    if summary.get("checkpoint"):
+        t.add_row("checkpoint", summary["checkpoint"])
     _console().print(t)
 
 

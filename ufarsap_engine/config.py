@@ -89,7 +89,10 @@ class RunConfig(BaseModel):
     data: str | None = Field(None, description="text/JSONL file or saved HF dataset; None: embedded corpus")
     steps: int = Field(300, ge=1)
     seed: int = Field(1234, ge=0)
-    out: str = "runs/latest"
+    out: str | None = Field(None, description="run directory; None: a fresh runs/<UTC timestamp>")
+    overwrite: bool = Field(False, description="discard a run with other settings in `out` instead of refusing")
+    log_every: int | None = Field(None, ge=1, description="steps between progress lines when stderr is not a "
+                                                          "terminal; None: every 10% of the run, at most 50")
     registry: str | None = None
     registry_heartbeat_s: float = Field(30.0, gt=0, description="seconds between a run's registry heartbeats")
     registry_wait_s: float = Field(30.0, ge=0, description="at the end of a run, how long to wait for registry "

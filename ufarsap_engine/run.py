@@ -20,11 +20,13 @@ from typing import Any
 
 from ufarsap_engine import __version__
 from ufarsap_engine.alignment.runtime import AlignmentRuntime
-from ufarsap_engine.alignment.scoring import make_sample, score_batch
+from ufarsap_engine.alignment.scoring import is_flagged, make_sample, score_batch
 from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
 from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.evolution import health
+from ufarsap_engine.plugin_config import configure_plugins
+from ufarsap_engine.run_dir import check_out_dir, fresh_out_dir, run_settings, start_out_dir
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.schemas import Horizon, TextBatch
 from ufarsap_registry import redact
@@ -68,6 +70,8 @@ class PreparedRun:
     plugin_params: dict[str, dict[str, Any]]
     trainer: tuple | None  # (model_cfg, train_cfg, data_spec) when a model is trained
     samples: list  # hook-only: the data; with a model: the held-out probe documents
+    settings: dict = field(default_factory=dict)  # what run_settings.json records (see run_dir.py)
+    resume_step: int | None = None  # the checkpoint step the run continues from; None: from the start
 
 
 def prepare(cfg: RunConfig) -> PreparedRun:
@@ -75,6 +79,8 @@ def prepare(cfg: RunConfig) -> PreparedRun:
     user error surfaces here, before the run directory or the registry is touched."""
     from ufarsap_registry import open_registry
 
+    if cfg.out is None:
+        cfg = cfg.model_copy(update={"out": fresh_out_dir()})
     registry = open_registry(cfg.registry)
     try:
         installed = installed_plugins()
@@ -86,8 +92,10 @@ def prepare(cfg: RunConfig) -> PreparedRun:
         unknown = sorted(set(plugin_params) - set(host.names))
         if unknown:
             raise UserError(f"plugin_params names plugins that are not selected: {', '.join(unknown)}")
-        for name in host.names:
-            host.call("ufarsap_configure", only=[name], params=plugin_params.get(name, {}))
+        configure_plugins(host, plugin_params)
+        settings = run_settings(cfg, None if choice.source == "registry" else choice.names, plugin_params)
+        resume_step = check_out_dir(cfg.out, settings, cfg.steps, cfg.overwrite,
+                                    resume=cfg.train_model and cfg.train.get("resume", True) is not False)
         if cfg.evolve:
             from ufarsap_engine.evolution import EvolutionConfig
             from ufarsap_engine.config import validation_lines
@@ -105,7 +113,7 @@ def prepare(cfg: RunConfig) -> PreparedRun:
     except BaseException:
         registry.close()
         raise
-    return PreparedRun(cfg, registry, choice, host, plugin_params, trainer, samples)
+    return PreparedRun(cfg, registry, choice, host, plugin_params, trainer, samples, settings, resume_step)
 
 
 def trainer_configs(cfg: RunConfig):
@@ -138,11 +146,12 @@ def _load_samples(cfg: RunConfig) -> list:
     return [make_sample(doc_id, text, **extras) for doc_id, text, extras in iter_documents(cfg.data)]
 
 
-def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]:
-    """Run to the end and return the summary (also written to ``OUT/summary.json``)."""
+def execute(prepared: PreparedRun, progress=lambda step, metrics: None) -> dict[str, Any]:
+    """Run to the end and return the summary (also written to ``OUT/summary.json``);
+    ``progress(step, metrics)`` is called after every step."""
     cfg, registry, choice, host = prepared.cfg, prepared.registry, prepared.choice, prepared.host
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start_out_dir(out_dir, prepared.settings, cfg.overwrite)
     plugins = host.names  # as started; quarantined plugins leave host.names
     public_cfg = redact(cfg.model_dump(mode="json"))  # what is stored and what plugins see: no passwords
     run_id = registry.start_run(name=out_dir.name, config=public_cfg, scope=cfg.scope)
@@ -171,6 +180,10 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
             "quarantined": {**health.QUARANTINED, **host.quarantine_summary()}, "wall_time_s": round(time.perf_counter() - t0, 3),
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
             "training": training, "registry": registry.location,
+            "out_dir": str(out_dir), "metrics_file": str(out_dir / "metrics.jsonl"),
+            "summary_file": str(out_dir / "summary.json"), "checkpoint": (training or {}).get("checkpoint"),
+            "tokens_per_s": (training or {}).get("tokens_per_s"),
+            "plugin_scores": _run_means(out_dir / "metrics.jsonl", ("score.", "flagged.")),
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -210,6 +223,18 @@ def quarantine_reason(quarantined: dict[str, dict[str, str]]) -> str:
     return "; ".join(f"quarantined {name} in {q['hook']}: {q['reason']}" for name, q in quarantined.items())
 
 
+def _run_means(path: Path, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """Per metric whose name starts with one of ``prefixes``: its mean over the run's steps."""
+    sums: dict[str, list[float]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        for k, v in json.loads(line).items():
+            if k.startswith(prefixes) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                acc = sums.setdefault(k, [0.0, 0])
+                acc[0] += v
+                acc[1] += 1
+    return {k: round(total / n, 6) for k, (total, n) in sorted(sums.items())}
+
+
 def _last_metrics(path: Path) -> dict[str, Any]:
     lines = path.read_text().splitlines() if path.exists() else []
     return json.loads(lines[-1]) if lines else {}
@@ -241,7 +266,7 @@ def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
                 metrics_file.write(json.dumps(metrics) + "\n")
                 metrics_file.flush()
                 runtime.on_step_end(step, metrics)
-                progress(step)
+                progress(step, metrics)
         status = "complete"
     finally:
         runtime.on_train_end({"status": status})
@@ -257,10 +282,18 @@ def _score_metrics(runtime: AlignmentRuntime, cells) -> dict[str, float]:
     flagged = cells.flagged_spans()
     out["flagged_spans"] = float(sum(len(f) for f in flagged))
     out["flagged_samples"] = float(sum(1 for f in flagged if f))
+    threshold = runtime.cfg.objective.flag_threshold
+    any_flag = [False] * len(cells.batch)
     for (plugin, scale), res in cells.results.items():
-        vals = [v for v in res.sample_scores if v is not None]
-        if vals:
-            out[f"score.{plugin}.{scale}"] = round(sum(vals) / len(vals), 6)
+        flags = [is_flagged(scale, v, res.spans[i] if res.spans else None,
+                            res.unit_scores[i] if res.unit_scores else None, threshold)
+                 for i, v in enumerate(res.sample_scores)]
+        scored = [i for i, v in enumerate(res.sample_scores) if v is not None]
+        if scored:
+            out[f"score.{plugin}.{scale}"] = round(sum(res.sample_scores[i] for i in scored) / len(scored), 6)
+            out[f"flagged.{plugin}.{scale}"] = round(sum(flags[i] for i in scored) / len(scored), 6)
+        any_flag = [a or f for a, f in zip(any_flag, flags)]
+    out["flagged_sample_frac"] = round(sum(any_flag) / max(1, len(any_flag)), 6)
     return out
 
 
@@ -290,7 +323,7 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         runtime = AlignmentRuntime(**runtime_args, host=prepared.host)
         train_cfg = train_cfg.model_copy(update={"progress": False})
         return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
-                            callbacks=[runtime, lambda step, metrics: progress(step)])
+                            callbacks=[runtime, progress])
     spec = worker.RunSpec(
         model=model_cfg, train=train_cfg, data=data_spec,
         objective=worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_objective",

@@ -22,6 +22,7 @@ from ufarsap_engine.alignment.emergence import EmergenceTracker
 from ufarsap_engine.alignment.scoring import make_sample, score_batch
 from ufarsap_engine.alignment.state import AlignmentTracker
 from ufarsap_engine.config import RunConfig
+from ufarsap_engine.plugin_config import configure_plugins
 from ufarsap_engine.plugin_host import PluginHost
 from ufarsap_engine.schemas import PARADIGMS, Horizon, RoundReport, RunContext, StepReport, TextBatch, WindowReport
 
@@ -31,8 +32,7 @@ _CURRENT: "AlignmentRuntime | None" = None
 def load_host(cfg: RunConfig, plugins: list[str], plugin_params: dict) -> PluginHost:
     host = PluginHost(plugins, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None,
                       call_timeout_s=cfg.plugin_timeouts.call_s, import_timeout_s=cfg.plugin_timeouts.import_s)
-    for name in host.names:
-        host.call("ufarsap_configure", only=[name], params=plugin_params.get(name, {}))
+    configure_plugins(host, plugin_params)
     return host
 
 

@@ -93,26 +93,65 @@ def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: Ali
     return cells
 
 
+def is_flagged(scale: str, score, spans, units, threshold: float) -> bool:
+    """Whether one sample's result at ``scale`` flags it: flagged spans (token scale), a sentence
+    below ``threshold`` (sentence scale), else the sample's score below ``threshold``; the same
+    rule by which the objective turns scores into flagged tokens."""
+    if scale == "token" and spans is not None:
+        return bool(spans)
+    if scale == "sentence" and units is not None:
+        return any(u < threshold for u in units)
+    return score is not None and score < threshold
+
+
+def _is_score(v) -> bool:
+    """A finite real number in [0, 1] (bools and non-numbers are not scores)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+
+
+def check_sample(score, spans, units, sample: Sample, i: int) -> str | None:
+    """What is wrong with one sample's score, spans and unit scores, or ``None``.
+
+    Checked where the engine takes and where it uses a result, not only by ``ScaleScores``'
+    validators: a plugin can change its lists after the model was built, or build it with
+    ``model_construct``; what the engine uses is what counts."""
+    if score is not None and not _is_score(score):
+        return f"sample_scores[{i}] is {score!r}, not a finite number in [0, 1]"
+    for sp in spans or []:
+        if not isinstance(sp, Span):
+            return f"spans of sample {i} hold {type(sp).__name__}, not Span"
+        if not (isinstance(sp.start, int) and isinstance(sp.end, int) and 0 <= sp.start <= sp.end):
+            return f"span [{sp.start}, {sp.end}) of sample {i} is not an ordered pair of offsets"
+        if not (_is_score(sp.severity) and sp.severity > 0.0):
+            return f"span [{sp.start}, {sp.end}) of sample {i} has severity {sp.severity!r}, not in (0, 1]"
+        if sp.end > len(sample.text):
+            return f"span [{sp.start}, {sp.end}) of sample {i} is outside its text (length {len(sample.text)})"
+    if units is not None:
+        want = max(1, len(sample.sentences))
+        if len(units) != want:
+            return f"returned {len(units)} unit_scores for sample {i}, which has {want} sentences"
+        bad = [u for u in units if not _is_score(u)]
+        if bad:
+            return f"unit_scores of sample {i} hold {bad[0]!r}, not a finite number in [0, 1]"
+    return None
+
+
 def check_scores(res: ScaleScores, batch: TextBatch, scale: str) -> str | None:
     """What is wrong with a scoring result, or ``None``."""
     n = len(batch)
+    for name in ("sample_scores", "spans", "unit_scores"):
+        value = getattr(res, name)
+        if (value is not None or name == "sample_scores") and not isinstance(value, list):
+            return f"{name} is {type(value).__name__}, not a list"
     if len(res.sample_scores) != n:
         return f"returned {len(res.sample_scores)} sample_scores for a batch of {n}"
-    if res.spans is not None:
-        if len(res.spans) != n:
-            return f"returned spans for {len(res.spans)} samples, batch has {n}"
-        for i, (spans, sample) in enumerate(zip(res.spans, batch.samples)):
-            for sp in spans:
-                if sp.end > len(sample.text):
-                    return f"span [{sp.start}, {sp.end}) of sample {i} is outside its text (length {len(sample.text)})"
-    if res.unit_scores is not None:
-        if len(res.unit_scores) != n:
-            return f"returned unit_scores for {len(res.unit_scores)} samples, batch has {n}"
-        for i, (units, sample) in enumerate(zip(res.unit_scores, batch.samples)):
-            want = max(1, len(sample.sentences))
-            if len(units) != want:
-                return f"returned {len(units)} unit_scores for sample {i}, which has {want} sentences"
-            bad = [u for u in units if not (math.isfinite(u) and 0.0 <= u <= 1.0)]
-            if bad:
-                return f"unit_scores of sample {i} hold {bad[0]}, not a finite number in [0, 1]"
+    if res.spans is not None and len(res.spans) != n:
+        return f"returned spans for {len(res.spans)} samples, batch has {n}"
+    if res.unit_scores is not None and len(res.unit_scores) != n:
+        return f"returned unit_scores for {len(res.unit_scores)} samples, batch has {n}"
+    for i, sample in enumerate(batch.samples):
+        problem = check_sample(res.sample_scores[i], res.spans[i] if res.spans is not None else None,
+                               res.unit_scores[i] if res.unit_scores is not None else None, sample, i)
+        if problem:
+            return problem
     return None

@@ -30,7 +30,7 @@ from ufarsap_engine.alignment.interaction import InteractionNetwork, prediction_
 from ufarsap_engine.alignment.objectives import filtering_mask, rwr_sum, unlikelihood_sum
 from ufarsap_engine.alignment.orchestrator import Orchestrator, coordination_loss
 from ufarsap_engine.alignment.reward import unified_reward
-from ufarsap_engine.alignment.scoring import make_sample, score_batch
+from ufarsap_engine.alignment.scoring import check_sample, is_flagged, make_sample, score_batch
 from ufarsap_engine.alignment.state import AlignmentTracker
 from ufarsap_engine.config import ObjectiveConfig
 from ufarsap_engine.plugin_host import PluginHost
@@ -96,7 +96,7 @@ class UnifiedObjective:
             cells = score_batch(self.host, TextBatch(samples=samples, step=self.tracker.state.step),
                                 Horizon.SHORT, self.tracker.state)
             for i, d in enumerate(need):
-                fresh[d] = {"sentences": samples[i].sentences, "results": {
+                fresh[d] = {"sample": samples[i], "sentences": samples[i].sentences, "results": {
                     key: (res.sample_scores[i], res.spans[i] if res.spans else None,
                           res.unit_scores[i] if res.unit_scores else None)
                     for key, res in cells.results.items()}}
@@ -116,6 +116,8 @@ class UnifiedObjective:
                 entry = scored[seg.doc_index]
                 ntok = float(seg.end - seg.start)
                 for (plugin, scale), (score, spans, units) in entry["results"].items():
+                    if not self._usable(plugin, scale, score, spans, units, entry["sample"]):
+                        continue
                     if score is None:
                         continue
                     si, p = SCALES.index(scale), self.paradigm_index[plugin]
@@ -141,7 +143,37 @@ class UnifiedObjective:
         n_scored = tok_scored.sum(0)
         token_scores = torch.where(n_scored > 0, (tok_scores * tok_scored).sum(0) / n_scored.clamp(min=1), 1.0)
         return {"mis": mis.to(device), "row_scores": row_scores.to(device), "row_scored": (score_w > 0).to(device),
-                "token_scores": token_scores.to(device)}
+                "token_scores": token_scores.to(device),
+                **{f"metric/{k}": torch.tensor(v, device=device) for k, v in self._plugin_metrics(scored).items()}}
+
+    def _plugin_metrics(self, scored: dict[int, dict]) -> dict[str, float]:
+        """Per plugin and scale, over this microbatch's documents: the mean score
+        (``score.<plugin>.<scale>``) and the share flagged (``flagged.<plugin>.<scale>``)."""
+        sums: dict[tuple[str, str], list[float]] = {}
+        for entry in scored.values():
+            for (plugin, scale), (score, spans, units) in entry["results"].items():
+                if score is None or plugin in self.host.quarantined:
+                    continue
+                acc = sums.setdefault((plugin, scale), [0.0, 0.0, 0.0])
+                acc[0] += score
+                acc[1] += float(is_flagged(scale, score, spans, units, self.cfg.flag_threshold))
+                acc[2] += 1.0
+        out = {}
+        for (plugin, scale), (total, flagged, n) in sorted(sums.items()):
+            out[f"score.{plugin}.{scale}"] = total / n
+            out[f"flagged.{plugin}.{scale}"] = flagged / n
+        return out
+
+    def _usable(self, plugin: str, scale: str, score, spans, units, sample) -> bool:
+        """Check a (possibly cached) result where it becomes weights: a plugin that changed it
+        after it was returned is reported (strict: the run stops; tolerant: quarantined)."""
+        if plugin in self.host.quarantined:
+            return False
+        problem = check_sample(score, spans, units, sample, sample.sample_id)
+        if problem:
+            self.host.fail(plugin, f"ufarsap_score_{scale}", f"{problem} (changed after it was returned)")
+            return False
+        return True
 
     # -- inside the loss function ----------------------------------------------------------
     def _active_paradigms(self, present: torch.Tensor) -> dict[int, float]:
@@ -256,6 +288,8 @@ class UnifiedObjective:
             flags = mis[si].amax(0) * mask
             if flags.sum() > 0:
                 metrics[f"flagged_p.{scale}"] = ((flags * q).sum() / flags.sum()).detach()
+        metrics["lm_loss_kept"] = (lm / (lm_weight * mask).sum().clamp(min=1.0)).detach()  # LM loss on kept tokens
+        metrics.update({k[len("metric/"):]: v for k, v in prepared.items() if k.startswith("metric/")})
         metrics["lm_token_weight"] = ((lm_weight * mask).sum() / ntok.clamp(min=1.0)).detach()  # 1 = all tokens in L_LM
         metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
         extra = {**self.orchestrator.weight_table(avail), **(self.extra_metrics() if self.extra_metrics else {})}

@@ -188,7 +188,7 @@ def run_one(method_name: str, seed_index: int, preset: Preset, out: Path, data, 
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        summary = execute(prepared, progress=step_cb)
+        summary = execute(prepared, progress=lambda step, metrics: step_cb(step))
     wall = time.perf_counter() - t0
     training = summary.get("training") or {}
     metrics: dict[str, Any] = {

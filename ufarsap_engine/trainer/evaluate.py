@@ -51,5 +51,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_path: str, batch_siz
     finally:
         teardown_parallel(info)
     loss = total / max(1, count)
+    if not math.isfinite(loss):
+        from .finite import NonFiniteError
+
+        raise NonFiniteError(f"checkpoint {ckpt} gives a non-finite loss ({loss}) on {data_path}: its weights "
+                             "are not usable")
     return {"checkpoint": str(ckpt), "data": data_path, "documents": len(docs), "tokens": count,
             "loss": loss, "perplexity": math.exp(min(loss, 50.0))}

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 
 from .data import Batch, StepBatches
+from .finite import check_step, check_weights
 from .model import BuiltModel, current_lr
 from .model_config import ModelConfig, TrainConfig
 from .objective import ModelOutputs
@@ -106,15 +107,23 @@ def _reduce_metrics(state: TrainState, store: list[dict]) -> dict[str, float]:
 
     out: dict[str, float] | None = None
     if state.info.is_last_stage:
+        # Each metric is the mean over the microbatches that report it (counts kept per name), so
+        # one that only some microbatches have (e.g. a plugin's score where it scored something)
+        # is not diluted by the others.
         names = sorted({k for d in store for k in d if k not in _RESERVED})
-        vec = torch.zeros(len(_RESERVED) + len(names) + 1, dtype=torch.float64)
+        if state.info.dp > 1:  # the same names, in the same order, on every data-parallel rank
+            boxes: list = [None] * state.info.dp
+            dist.all_gather_object(boxes, names, group=ps.get_data_parallel_group())
+            names = sorted(set().union(*boxes))
+        r, n = len(_RESERVED), len(names)
+        vec = torch.zeros(r + 2 * n, dtype=torch.float64)
         for d in store:
             for i, k in enumerate(_RESERVED):
                 vec[i] += d[k].double().cpu()
             for j, k in enumerate(names):
                 if k in d:
-                    vec[len(_RESERVED) + j] += d[k].double().cpu()
-        vec[-1] = len(store)
+                    vec[r + j] += d[k].double().cpu()
+                    vec[r + n + j] += 1.0
         if state.info.dp > 1:
             dev_vec = vec.to(state.info.device)
             dist.all_reduce(dev_vec, group=ps.get_data_parallel_group())
@@ -126,7 +135,7 @@ def _reduce_metrics(state: TrainState, store: list[dict]) -> dict[str, float]:
             "loss_tokens": ntok,
         }
         for j, k in enumerate(names):
-            out[k] = float(vec[len(_RESERVED) + j]) / float(vec[-1])
+            out[k] = float(vec[r + j]) / max(float(vec[r + n + j]), 1.0)
     if state.info.pp > 1:
         box = [out]
         dist.broadcast_object_list(
@@ -338,13 +347,16 @@ def run_training(state: TrainState) -> dict:
             if rank0:
                 with open(metrics_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(_json_safe(m)) + "\n")
+            check_step(m, grad_norm_computed=cfg.clip_grad > 0)
             progress.update(m)
             for cb in state.callbacks:
                 if _call(cb, "on_step_end", state.step, dict(m)) == "stop":
                     stop = True
             if cfg.save_interval and state.step % cfg.save_interval == 0 and state.step < cfg.steps:
+                check_weights(param_norm(state), state.step)
                 last_ckpt = save_checkpoint(state, collect_extra_state(state))
         if cfg.save_final and (state.step > start_step or find_latest(out / "checkpoints") is None):
+            check_weights(param_norm(state), state.step)
             last_ckpt = save_checkpoint(state, collect_extra_state(state))
         elif last_ckpt is None:
             last_ckpt = find_latest(out / "checkpoints")
@@ -353,7 +365,7 @@ def run_training(state: TrainState) -> dict:
     elapsed = time.perf_counter() - t_start
 
     losses = [h["loss"] for h in history]
-    steady = [h["tokens_per_s"] for h in history[1:]] or [h["tokens_per_s"] for h in history]
+    step_time = sum(h["step_time_s"] for h in history)
     summary = {
         "start_step": start_step,
         "end_step": state.step,
@@ -361,7 +373,9 @@ def run_training(state: TrainState) -> dict:
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "min_loss": min(losses) if losses else None,
-        "tokens_per_s": (sum(steady) / len(steady)) if steady else None,
+        # The run's mean throughput: all tokens over all step time (not a mean of per-step rates,
+        # which fast cached steps would inflate).
+        "tokens_per_s": sum(h["tokens"] for h in history) / step_time if step_time > 0 else None,
         "train_time_s": elapsed,
         "tokens_seen": sum(h["tokens"] for h in history),
         "consumed_samples": state.data.consumed,

@@ -1,0 +1,141 @@
+"""Which directory a run writes to, and when it may continue a run already there.
+
+A run without ``--out`` gets a fresh timestamped directory under ``runs/``. A run into an
+existing run directory resumes it only when the settings that shape the result are the same
+(``run_settings.json``, written when a run starts: plugins, objective, model, data, seed, trainer
+settings ...; ``steps`` may grow). Otherwise it is refused with what differs, so that a run never
+silently continues another one (and its scores never land on the wrong strategy); ``--overwrite``
+discards the old run's files and starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ufarsap_engine.errors import UserError
+
+SETTINGS_FILE = "run_settings.json"
+#: What a run writes into its directory (removed by ``--overwrite``; nothing else is touched).
+RUN_FILES = ("metrics.jsonl", "summary.json", "tokenizer.json", "run_spec.json", "worker_error.json", SETTINGS_FILE)
+RUN_DIRS = ("checkpoints",)
+#: Trainer settings that do not change what is trained (output, logging, saving, timeouts).
+_NEUTRAL_TRAIN_KEYS = {"progress", "log_interval", "save_interval", "save_final", "keep_last", "dist_timeout_s",
+                       "resume", "out_dir", "steps", "log_param_norm"}
+
+
+def fresh_out_dir(root: str | Path = "runs", now: datetime | None = None) -> str:
+    """``runs/YYYYmmdd-HHMMSS`` (UTC), with a ``-N`` suffix if that already exists."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / stamp
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return str(candidate)
+
+
+def run_settings(cfg, plugins: list[str] | None, plugin_params: dict) -> dict[str, Any]:
+    """The settings that shape a run's result. ``plugins=None``: the run follows the registry's
+    active strategy (which may change during the run), so no fixed set is recorded."""
+    return json.loads(json.dumps({
+        "plugins": sorted(plugins) if plugins is not None else "the registry's active strategy",
+        "plugin_params": plugin_params,
+        "objective": cfg.objective.model_dump(mode="json"),
+        "model": cfg.model,
+        "model_overrides": cfg.model_overrides,
+        "data": str(Path(cfg.data).resolve()) if cfg.data else "embedded corpus",
+        "seed": cfg.seed,
+        "train": {k: v for k, v in cfg.train.items() if k not in _NEUTRAL_TRAIN_KEYS},
+        "train_model": cfg.train_model,
+        "probe_documents": cfg.probe_documents,
+        "batch_samples": cfg.batch_samples,
+        "window_steps": cfg.window_steps,
+        "round_steps": cfg.round_steps,
+        "evolve": cfg.evolve,
+        "evolution": cfg.evolution,
+        "scope": cfg.scope,
+    }, default=str))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """``key old -> new`` for every setting that differs (nested keys dotted)."""
+    a, b = _flat(old), _flat(new)
+    missing = object()
+
+    def show(v):
+        return "(unset)" if v is missing else json.dumps(v)
+
+    return [f"{k} {show(a.get(k, missing))} -> {show(b.get(k, missing))}"
+            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+
+
+def _checkpoint_step(out: Path) -> int | None:
+    from ufarsap_engine.trainer.checkpoint import find_latest
+
+    latest = find_latest(out / "checkpoints")
+    m = re.match(r"iter_(\d+)$", latest.name) if latest is not None else None
+    return int(m.group(1)) if m else None
+
+
+def has_run(out: Path) -> bool:
+    return any((out / f).exists() for f in ("metrics.jsonl", "summary.json", SETTINGS_FILE, *RUN_DIRS))
+
+
+def check_out_dir(out: str | Path, settings: dict, steps: int, overwrite: bool = False,
+                  resume: bool = True) -> int | None:
+    """Decide whether a run with ``settings`` may use ``out``; nothing is written.
+
+    Returns the checkpoint step the run resumes from (``None``: it starts fresh; always with
+    ``resume=False``, the trainer's ``train.resume``). Raises a
+    one-line ``UserError`` when ``out`` holds a run with other settings (unless ``overwrite``)
+    or one already past ``steps``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    if overwrite or not has_run(out):
+        return None
+    how = (f"give another --out (or none, for a fresh directory), rerun with the old settings to resume it, "
+           f"or add --overwrite to discard it")
+    path = out / SETTINGS_FILE
+    if not path.exists():
+        raise UserError(f"{out} holds a run whose settings were not recorded, so it cannot be resumed safely; {how}")
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} cannot be read ({type(exc).__name__}); {how}") from None
+    diff = differences(old, settings)
+    if diff:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise UserError(f"{out} holds a run with other settings ({shown}); {how}")
+    step = _checkpoint_step(out) if resume else None
+    if step is not None and step > steps:
+        raise UserError(f"{out} is already at step {step}, past --steps {steps}; give --steps {step} or more "
+                        "to continue it, or another --out")
+    return step
+
+
+def start_out_dir(out: str | Path, settings: dict, overwrite: bool = False) -> None:
+    """Create ``out`` (removing the old run's files with ``overwrite``) and record the settings."""
+    out = Path(out)
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True), encoding="utf-8")
