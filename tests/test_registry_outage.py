@@ -105,7 +105,7 @@ def test_a_paused_registry_neither_stops_nor_blocks_the_run_and_catches_up(proxi
     prepared = prepare(_cfg(tmp_path, url, steps=60, registry_wait_s=30))
     stamps: dict[int, float] = {}
 
-    def progress(step):
+    def progress(step, metrics=None):
         stamps[step] = time.monotonic()
         if step == 5:
             proxy.pause()
@@ -131,7 +131,7 @@ def test_a_run_ending_during_the_outage_waits_a_bounded_time_and_says_what_is_mi
     prepared = prepare(_cfg(tmp_path, url, steps=4, registry_wait_s=2))
     started: list[float] = []
 
-    def progress(step):
+    def progress(step, metrics=None):
         if step == 1:  # the run is registered; the registry goes away for the rest of it
             proxy.pause()
             started.append(time.monotonic())

@@ -218,7 +218,9 @@ class PluginHost:
                 if result is not None and expect is not None:  # validated afresh: no later edits, no model_construct
                     result = expect.model_validate(result.model_dump() if isinstance(result, expect) else result)
             except (PluginRaised, PluginTimeout, ValidationError) as exc:
-                self._fail(PluginError(name, hook, _problem(exc), self.entries[name].distribution))
+                failure = PluginError(name, hook, _problem(exc), self.entries[name].distribution)
+                failure.__cause__ = exc.error if isinstance(exc, PluginRaised) else exc  # what the plugin raised
+                self._fail(failure)
                 continue
             if self.trace:
                 _trace(name, hook, kwargs, result, time.perf_counter() - t0)
