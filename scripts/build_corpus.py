@@ -21,16 +21,42 @@ import json
 import random
 import re
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KB_PATH = ROOT / "plugins" / "safety" / "knowledge_base.json"
 OUT_DIR = ROOT / "ufarsap_engine" / "data" / "embedded"
 
+# Faker's word lists change between releases, so the bytes are reproducible with this one only
+# (the version pyproject.toml's `test` extra pins).
+FAKER_VERSION = "40.63.0"
 SEEDS = {"dev": 20240611, "test": 77031989}
 FAKER_SEEDS = {"dev": 1234, "test": 987654}
 # Test PII comes from other locales than dev: other name pools, phone and address formats.
 FAKER_LOCALES = {"dev": ["en_US"], "test": ["en_GB", "en_IE", "en_AU"]}
+# Faker's date_of_birth() and date_this_decade() count from today, so the corpus would change
+# with the build day; every date is drawn against this fixed day instead (the committed build's).
+# Draws go through date_time_ad(), which works in UTC: Faker's date_between_dates() shifts
+# pre-1970 dates by the local time zone.
+REFERENCE_DATE = date(2026, 11, 29)
+
+
+def date_in(fake, start: date, end: date) -> date:
+    """A uniform random day in [start, end], whatever the clock and time zone say."""
+    return fake.date_time_ad(start_datetime=start, end_datetime=end).date()
+
+
+def birth_date(fake, minimum_age: int, maximum_age: int) -> date:
+    """Faker's ``date_of_birth`` (ages ``minimum_age``..``maximum_age``) on REFERENCE_DATE."""
+    start = REFERENCE_DATE.replace(year=REFERENCE_DATE.year - maximum_age - 1)
+    dob = date_in(fake, start, REFERENCE_DATE.replace(year=REFERENCE_DATE.year - minimum_age))
+    return dob if dob != start else dob + timedelta(days=1)  # Faker's rule: the start day is too old
+
+
+def date_this_decade(fake) -> date:
+    """Faker's ``date_this_decade`` (decade start .. today) with REFERENCE_DATE as today."""
+    return date_in(fake, date(REFERENCE_DATE.year // 10 * 10, 1, 1), REFERENCE_DATE)
 
 
 def halves(items: list, split: str) -> list:
@@ -1090,8 +1116,8 @@ class Builder:
         return {"name": f.name(), "email": f.email(), "phone": f.phone_number(), "card": card, "card_fmt": card_fmt,
                 "exp": f"{r.randint(1, 12):02d}/{r.randint(26, 31)}", "ssn": self.us.ssn(), "ip": ip,
                 "ip2": f.ipv4_public(), "iban": iban, "iban_fmt": iban_fmt, "address": f.street_address(),
-                "city": f.city(), "dob": f.date_of_birth(minimum_age=18, maximum_age=80).strftime("%d %B %Y"),
-                "date": f.date_this_decade().isoformat()}
+                "city": f.city(), "dob": birth_date(f, 18, 80).strftime("%d %B %Y"),
+                "date": date_this_decade(f).isoformat()}
 
     def pii(self) -> None:
         r = self.rng
@@ -1227,6 +1253,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     ap.add_argument("--check", action="store_true", help="fail if the committed files differ from a rebuild")
     args = ap.parse_args(argv)
+    import faker  # build-time only
+
+    if faker.VERSION != FAKER_VERSION:
+        print(f"error: the corpus is built with Faker {FAKER_VERSION}, found {faker.VERSION}; "
+              f"install it with: pip install 'Faker=={FAKER_VERSION}'", file=sys.stderr)
+        return 2
     kb = json.loads(KB_PATH.read_text(encoding="utf-8"))
     records, labels = build(kb)
     corpus, lab = dumps(records), dumps(labels)

@@ -2,21 +2,36 @@
 # Install ufarsap-engine and everything it needs on a fresh machine (idempotent).
 #   bash scripts/setup.sh                  # engine + test tools
 #   bash scripts/setup.sh --with-postgres  # also PostgreSQL 15 for the registry tests (needs root/apt)
+# PYTHON=/path/to/python picks the interpreter (default: python3 on PATH, a venv's when active).
+# Each step says what it does; pip and apt show their own progress (a first install takes minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
+STEPS=2
+[ "${1:-}" = "--with-postgres" ] && STEPS=3
+START=$SECONDS
+step() { echo "==> setup [$1/$STEPS] $2"; }
 
+step 1 "torch 2.13.0 (the CPU build) into $("$PY" -c 'import sys; print(sys.prefix)')"
 # The local CPU build of torch first: a bare `torch` requirement can pull a multi-GB CUDA build.
-if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
-    "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
+if "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
+    echo "    already installed"
+else
+    "$PY" -m pip install --disable-pip-version-check torch==2.13.0
 fi
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+
+step 2 "ufarsap-engine (editable) with its dependencies and the test/eval tools"
+"$PY" -m pip install --disable-pip-version-check -e ".[test,eval]"
 
 if [ "${1:-}" = "--with-postgres" ]; then
+    step 3 "PostgreSQL for the registry tests"
     if ! command -v pg_ctlcluster >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >/dev/null
-        apt-get install -y -qq postgresql >/dev/null
+        echo "    installing the Debian package postgresql"
+        apt-get update -q
+        apt-get install -y -q postgresql
     fi
-    bash scripts/start-postgres.sh >/dev/null
+    URL="$(bash scripts/start-postgres.sh)"
+    echo "    running: $URL (the tests find it; or export UFARSAP_TEST_PG_URL=$URL)"
 fi
+echo "==> setup done in $((SECONDS - START)) s"

@@ -66,6 +66,7 @@ def test_activation_elsewhere_takes_effect_at_the_next_round(plugins_on_path, re
         assert len(reg.list(lifecycle="active")) == 1
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_evolving_run_writes_candidates_and_changes_active_plugins(tmp_path):
     """`run --evolve` on the embedded default: candidates, rejections and an integrated strategy
     with lineage; the integrated strategy's plugins are what the next round runs."""

@@ -3,6 +3,7 @@ virtual environment together with the engine (built as a wheel too), list it, ru
 
 import json
 import os
+import site
 import subprocess
 import sys
 
@@ -19,6 +20,18 @@ def sh(*args, **kw):
     return res
 
 
+def inherit_site_packages(env_dir):
+    """Let a new environment see the packages of the interpreter running the tests.
+
+    `venv --system-site-packages` would inherit the *base* interpreter's packages, which lack
+    the dependencies when the tests run inside a virtual environment; a .pth file listing the
+    running interpreter's site directories works for a venv, CI and a bare system Python alike.
+    """
+    dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    own = next((env_dir / "lib").glob("python3*/site-packages"))
+    (own / "_running_interpreter.pth").write_text("".join(f"{d}\n" for d in dirs if os.path.isdir(d)))
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("thirdparty")
@@ -28,11 +41,21 @@ def venv(tmp_path_factory):
        REPO / "examples" / "plugin-template")
     sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, REPO)
     env_dir = root / "venv"
-    # The new environment reuses the heavy dependencies (torch, megatron-core ...) already installed.
-    sh(sys.executable, "-m", "venv", "--system-site-packages", env_dir)
+    # The new environment reuses the heavy dependencies (torch, megatron-core ...) already installed;
+    # this interpreter's pip installs into it, so the base need not ship ensurepip.
+    sh(sys.executable, "-m", "venv", "--without-pip", env_dir)
+    inherit_site_packages(env_dir)
     py = env_dir / "bin" / "python"
-    sh(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *sorted(wheels.glob("*.whl")))
+    sh(sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", "--no-index",
+       *sorted(wheels.glob("*.whl")))
     return env_dir, root
+
+
+def test_new_environment_sees_the_running_interpreters_packages(venv):
+    env_dir, root = venv
+    out = sh(env_dir / "bin" / "python", "-c", "import sqlalchemy, torch, ufarsap_engine; print(ufarsap_engine.__file__)",
+             cwd=root)
+    assert out.stdout.startswith(str(env_dir)), out.stdout  # the engine is the installed wheel
 
 
 def test_engine_wheel_has_no_generic_top_level_packages(venv):

@@ -164,6 +164,7 @@ def clone(saved, name):
     return dst
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_complete_checkpoint_verifies(saved):
     assert verify_checkpoint(saved["ckpt"]) == saved["ckpt"]
     assert find_latest(saved["run"] / "checkpoints") == saved["ckpt"]
@@ -172,6 +173,7 @@ def test_complete_checkpoint_verifies(saved):
     assert "engine_state.json" in manifest["files"] and "tokenizer.json" in manifest["files"]
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_partial_and_corrupt_checkpoints_are_refused(saved):
     run_dir = clone(saved, "c1")
     ck = run_dir / "checkpoints" / "iter_0000001"
@@ -210,6 +212,7 @@ def test_partial_and_corrupt_checkpoints_are_refused(saved):
     assert msg(e).startswith("checkpoint not found")
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_interrupted_save_leaves_previous_checkpoint_in_use(saved):
     """A crash mid-save leaves only a .tmp directory; `latest` still names the good one."""
     run_dir = clone(saved, "c2")
@@ -221,6 +224,7 @@ def test_interrupted_save_leaves_previous_checkpoint_in_use(saved):
     assert find_latest(root) == root / "iter_0000001"
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_resume_from_corrupt_checkpoint_is_one_line(saved):
     run_dir = clone(saved, "c3")
     ck = run_dir / "checkpoints" / "iter_0000001"

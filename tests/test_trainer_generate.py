@@ -71,6 +71,7 @@ def tp1(trained):
     return out
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_tp1_generation_shape(tp1):
     for g in tp1["g_greedy"]:
         assert len(g["token_ids"]) == len(g["logprobs"]) <= 10
@@ -79,6 +80,7 @@ def test_tp1_generation_shape(tp1):
     assert tp1["g_greedy"] != tp1["g_sampled"]
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_stop_token_ends_generation(trained, tp1):
     first = tp1["g_greedy"][0]["token_ids"]
     stop = first[2]

@@ -39,6 +39,7 @@ def ref(tmp_path_factory):
     return {"root": root, "data": data, "ckpt": ckpt, "metrics": run.metrics(root / "tp1")}
 
 
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
 def test_objective_metrics_reach_the_log(ref):
     ms = ref["metrics"]
     for m in ms:
