@@ -216,15 +216,22 @@ def test_changed_parameters_are_stale(env):
     assert load_annotations(env["out"], [BAD], {BAD: {"weight": 0.5}})[f"{BAD}:document"][0] == 0.0
 
 
-def test_changed_documents_rescore_only_their_shards(env):
+def test_changed_documents_rescore_only_themselves(env):
     run(env, BAD)
     texts = list(TEXTS)
-    texts[20] = "A new bad text."  # shard 1 of [0,16) [16,32) [32,40)
+    texts[20] = "A new bad text."  # in shard 1 of [0,16) [16,32) [32,40)
     write_corpus(env["data"], texts)
     reset_calls()
     run(env, BAD)
-    assert calls("bad") == 16
+    assert calls("bad") == 1  # its shard is rewritten; the other 15 rows come from the old one
     assert load_annotations(env["out"])[f"{BAD}:document"][20] == 0.75
+    reset_calls()
+    write_corpus(env["data"], ["An inserted bad document."] + texts)  # every shard shifts by one row
+    summary = run(env, BAD)
+    assert calls("bad") == 1 and summary["scored_documents"] == 1
+    fresh = annotate(env["tmp"] / "fresh", BAD, data=str(env["data"]), workers=0, shard_size=16, note=quiet)
+    assert fresh["scored_documents"] == 41
+    assert load_annotations(env["out"]).to_dict() == load_annotations(env["tmp"] / "fresh").to_dict()
 
 
 def test_missing_columns_and_partial_annotations_are_one_line_errors(env):

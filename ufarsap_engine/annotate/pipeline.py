@@ -88,21 +88,23 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
         manifest, status = _reconcile(root, previous, source, len(docs), shard_size, shards, names, scales, params,
                                       installed, note)
         write_manifest(root, manifest)
+        cache = _reusable_rows(root, previous, manifest, names, set(hashes))
         _prune(root, manifest)
         for shard, (a, b) in zip(shards, spans):
             if not base_dir(root, shard.key).is_dir():
                 _save(_base_rows(docs[a:b], hashes[a:b]), base_features(), base_dir(root, shard.key))
         write_manifest(root, manifest)
 
-        todo = []  # (shard index, plugins that still need it)
-        for i, shard in enumerate(shards):
+        todo = []  # (shard index, plugins that still need it, rows to score: those not reusable)
+        for i, (shard, (a, b)) in enumerate(zip(shards, spans)):
             need = tuple(n for n in names if shard.key not in manifest.plugins[n].done)
             if need:
-                todo.append((i, need))
-        total = sum(shards[i].rows for i, _ in todo)
+                rows = [r for r in range(a, b) if any(hashes[r] not in cache.get(n, {}) for n in need)]
+                todo.append((i, need, rows))
+        total = sum(len(rows) for _, _, rows in todo)
         scored = {n: 0 for n in names}
-        timing = _run_pool(root, manifest, docs, spans, todo, workers, batch_size, params, scales, names,
-                           total, scored, progress)
+        timing = _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_size, params, scales,
+                           names, total, scored, progress)
         _prune(root, manifest)
 
     for n in names:
@@ -165,48 +167,55 @@ def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales
     return manifest, status
 
 
-def _run_pool(root, manifest, docs, spans, todo, workers, batch_size, params, scales, names, total, scored,
-              progress) -> dict[str, float]:
-    """Score every (shard, plugins) in ``todo`` in batches; write each shard when it is complete."""
+def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_size, params, scales, names,
+              total, scored, progress) -> dict[str, float]:
+    """Score the rows of every (shard, plugins, rows) in ``todo`` in batches; write each shard's
+    columns (fresh scores, plus rows reused from ``cache`` by content hash) once it is complete."""
     t0 = time.perf_counter()
-    if not todo:
-        return {"startup_s": 0.0, "scoring_s": 0.0}
-    tasks = [(i, need, a) for i, need in todo for a in range(spans[i][0], spans[i][1], batch_size)]
-    pending: dict[int, dict[int, dict]] = {i: {} for i, _ in todo}
-    n_batches = {i: len(range(spans[i][0], spans[i][1], batch_size)) for i, _ in todo}
-    need_of = dict(todo)
-    busy = tuple(n for n in names if any(n in need for need in need_of.values()))
+    need_of = {i: need for i, need, _ in todo}
+    batches_left = {i: len(range(0, len(rows), batch_size)) for i, _, rows in todo}
+    fresh: dict[int, dict[int, dict[str, dict]]] = {i: {} for i in need_of}  # shard -> row -> plugin -> cols
+    tasks = [(i, need, rows[k:k + batch_size]) for i, need, rows in todo for k in range(0, len(rows), batch_size)]
+    busy = tuple(n for n in names if any(n in need for _, need, rows in todo if rows))
     done_docs = 0
 
-    def collect(i, a, cols):
+    def finish(i):
+        shard, (a, b) = manifest.shards[i], spans[i]
+        for n in need_of[i]:
+            rows = [fresh[i][r][n] if r in fresh[i] else cache[n][hashes[r]] for r in range(a, b)]
+            columns = {c: [row[c] for row in rows] for c in manifest.plugins[n].columns}
+            _save(columns, plugin_features(n, scales[n]), plugin_dir(root, n, manifest.plugins[n].key, shard.key))
+            manifest.plugins[n].done.append(shard.key)
+            scored[n] += len(fresh[i])
+        write_manifest(root, manifest)
+        del fresh[i]
+
+    def collect(i, rows, cols):
         nonlocal done_docs
-        pending[i][a] = cols
-        some_column = next(iter(cols[need_of[i][0]].values()))
-        done_docs += len(some_column)
+        for k, r in enumerate(rows):
+            fresh[i][r] = {n: {c: v[k] for c, v in cols[n].items()} for n in need_of[i]}
+        done_docs += len(rows)
         if progress:
             progress(done_docs, total)
-        if len(pending[i]) == n_batches[i]:
-            shard = manifest.shards[i]
-            for n in need_of[i]:
-                parts = [pending[i][k][n] for k in sorted(pending[i])]
-                merged = {c: [v for p in parts for v in p[c]] for c in parts[0]}
-                _save(merged, plugin_features(n, scales[n]), plugin_dir(root, n, manifest.plugins[n].key, shard.key))
-                manifest.plugins[n].done.append(shard.key)
-                scored[n] += shard.rows
-            write_manifest(root, manifest)
-            del pending[i]
+        batches_left[i] -= 1
+        if batches_left[i] == 0:
+            finish(i)
 
-    def batch(i, need, a):
-        return need, docs[a:min(a + batch_size, spans[i][1])]
+    def batch(need, rows):
+        return need, [docs[r] for r in rows]
 
+    for i in [i for i, left in batches_left.items() if left == 0]:
+        finish(i)  # every row reused from an earlier annotation
+    if not tasks:
+        return {"startup_s": 0.0, "scoring_s": 0.0}
     if workers == 0:
         worker.init_worker(params)
         _raise_if_failed(*worker.score_docs(busy, [("warm-up", "A short warm-up sentence.", None, None)]))
         startup = time.perf_counter() - t0
-        for i, need, a in tasks:
-            cols, info = worker.score_docs(*batch(i, need, a))
+        for i, need, rows in tasks:
+            cols, info = worker.score_docs(*batch(need, rows))
             _raise_if_failed(cols, info)
-            collect(i, a, cols)
+            collect(i, rows, cols)
         return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup}
 
     ctx = mp.get_context("forkserver")
@@ -225,10 +234,10 @@ def _run_pool(root, manifest, docs, spans, todo, workers, batch_size, params, sc
             while inflight:
                 finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for f in finished:
-                    i, a = inflight.pop(f)
+                    i, rows = inflight.pop(f)
                     cols, info = f.result()
                     _raise_if_failed(cols, info)
-                    collect(i, a, cols)
+                    collect(i, rows, cols)
                     _submit(pool, queue, inflight, batch)
         except BrokenProcessPool:
             raise EngineFailure("an annotation worker process died (out of memory or killed); "
@@ -239,11 +248,43 @@ def _run_pool(root, manifest, docs, spans, todo, workers, batch_size, params, sc
     return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup}
 
 
+def _reusable_rows(root: Path, previous: Manifest | None, manifest: Manifest, names: list[str],
+                   wanted: set[str]) -> dict[str, dict[str, dict]]:
+    """Per plugin, the column values of documents (by content hash) in ``wanted`` found in
+    complete shards of ``previous`` that this run drops (same plugin version and parameters):
+    an edited, inserted or removed document does not re-score its unchanged neighbours."""
+    import datasets
+
+    if previous is None:
+        return {}
+    kept = {s.key for s in manifest.shards}
+    out: dict[str, dict[str, dict]] = {}
+    for n in names:
+        rec, prev = manifest.plugins[n], previous.plugins.get(n)
+        if prev is None or prev.key != rec.key:
+            continue
+        rows = out.setdefault(n, {})
+        for s in previous.shards:
+            if s.key in kept or s.key not in prev.done:
+                continue
+            try:
+                hashes = datasets.load_from_disk(str(base_dir(root, s.key)))["content_hash"]
+                cols = datasets.load_from_disk(str(plugin_dir(root, n, prev.key, s.key)))
+            except Exception:  # a damaged leftover is not reused, only rescored
+                continue
+            take = [j for j, h in enumerate(hashes) if h in wanted and h not in rows]
+            if take:
+                sub = cols.select(take).to_dict()
+                for k, j in enumerate(take):
+                    rows[hashes[j]] = {c: sub[c][k] for c in rec.columns}
+    return out
+
+
 def _submit(pool, queue, inflight, batch) -> None:
     task = next(queue, None)
     if task is not None:
-        i, need, a = task
-        inflight[pool.submit(worker.score_docs, *batch(i, need, a))] = (i, a)
+        i, need, rows = task
+        inflight[pool.submit(worker.score_docs, *batch(need, rows))] = (i, rows)
 
 
 def _raise_if_failed(cols, info) -> None:

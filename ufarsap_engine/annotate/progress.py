@@ -26,13 +26,17 @@ def progress_reporter(enabled: bool = True, stream=None) -> Iterator[Callable[[i
             task = bar.add_task("annotate", total=None)
             yield lambda done, total: bar.update(task, completed=done, total=total)
         return
-    t0, last = time.perf_counter(), [-1]
+    first: list[float] = []  # (time, done) of the first update: the rate leaves out start-up
+    last = [-1]
 
     def update(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not first:
+            first.extend((now, done))
         tenth = 10 * done // max(1, total)
         if tenth > last[0] or done == total:
             last[0] = tenth
-            rate = done / max(1e-9, time.perf_counter() - t0)
-            print(f"annotate: {done}/{total} documents ({100 * done // max(1, total)}%, {rate:.0f}/s)",
+            rate = f", {(done - first[1]) / (now - first[0]):.0f}/s" if now > first[0] else ""
+            print(f"annotate: {done}/{total} documents ({100 * done // max(1, total)}%{rate})",
                   file=stream, flush=True)
     yield update

@@ -7,6 +7,7 @@ carry constructor arguments that do not survive pickling, and the CLI only needs
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -67,6 +68,7 @@ def init_pool_worker(plugin_params: dict[str, dict[str, Any]], plugins: tuple[st
     """Pool initializer: build and warm the host (lazy imports, first call) before any timed
     work, then wait for the other workers, so a pool's throughput is measured warm."""
     global _STARTUP_ERROR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     init_worker(plugin_params)
     cols, err = score_docs(plugins, [("warm-up", "A short warm-up sentence.", None, None)])
     if cols is None:
