@@ -346,3 +346,11 @@ def test_progress_plain_lines(env, capsys):
         run(env, BAD, progress=update)
     lines = buf.getvalue().splitlines()
     assert lines[-1].startswith("annotate: 40/40 documents (100%") and len(lines) <= 11
+
+
+def test_run_killed_before_its_first_manifest_is_resumable(env):
+    out = env["out"]
+    (out / "base" / ".tmp-abc-1").mkdir(parents=True)  # what a kill during the first shard write leaves
+    (out / ".annotate.lock").write_text("")
+    assert run(env, BAD)["scored_documents"] == 40
+    assert not list(out.rglob(".tmp-*")) and len(load_annotations(out)) == 40

@@ -31,6 +31,8 @@ from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 
 DEFAULT_SHARD_SIZE = 1024
+#: What an annotation run interrupted before its first manifest leaves behind (resumable).
+OWN_ENTRIES = {".annotate.lock", "base", "plugins", f".{MANIFEST}.tmp"}
 Doc = tuple[str, str, "str | None", "list[dict] | None"]
 
 
@@ -52,7 +54,7 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a directory for the annotation")
-    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).exists():
+    if root.is_dir() and not (root / MANIFEST).exists() and {p.name for p in root.iterdir()} - OWN_ENTRIES:
         raise UserError(f"--out {root} is not an annotation directory (no {MANIFEST}) and is not empty; "
                         "give an empty or new directory")
     previous = read_manifest(root) if (root / MANIFEST).exists() else None
@@ -87,13 +89,12 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
         previous = read_manifest(root) if (root / MANIFEST).exists() else None
         manifest, status = _reconcile(root, previous, source, len(docs), shard_size, shards, names, scales, params,
                                       installed, note)
-        write_manifest(root, manifest)
         cache = _reusable_rows(root, previous, manifest, names, set(hashes))
-        _prune(root, manifest)
-        for shard, (a, b) in zip(shards, spans):
+        for shard, (a, b) in zip(shards, spans):  # written before the manifest lists them
             if not base_dir(root, shard.key).is_dir():
                 _save(_base_rows(docs[a:b], hashes[a:b]), base_features(), base_dir(root, shard.key))
         write_manifest(root, manifest)
+        _prune(root, manifest)
 
         todo = []  # (shard index, plugins that still need it, rows to score: those not reusable)
         for i, (shard, (a, b)) in enumerate(zip(shards, spans)):
