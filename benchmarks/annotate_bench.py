@@ -6,7 +6,8 @@ temporary directories, once per worker count, and prints the rates side by side 
 ratio. The rate is over the scoring phase with a warm pool (each worker has built its plugin
 host and made its first call; that start-up is printed apart), and includes writing the shards.
 ``--breakdown`` adds where one process spends its time: seconds per plugin and scale hook.
-The load average is printed with the figures: on a shared machine they are lower bounds.
+The load average and each worker's share of a core (its CPU seconds over the scoring time) are
+printed with the figures: on a shared machine they are lower bounds.
 
     python benchmarks/annotate_bench.py [--docs 0 (all)] [--batch-size 64] [--breakdown] [--json]
 """
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in (1, 2):
             s = annotate(Path(tmp) / f"w{workers}", SAFETY, data=str(data), workers=workers,
                          batch_size=args.batch_size, note=lambda line: None)
-            results[str(workers)] = {k: s[k] for k in ("docs_per_s", "scoring_s", "startup_s", "wall_s")}
+            results[str(workers)] = {k: s[k] for k in ("docs_per_s", "scoring_s", "worker_cpu_s", "startup_s", "wall_s")}
         seconds = breakdown(data, args.batch_size) if args.breakdown else None
     load_after = os.getloadavg()
     r1, r2 = results["1"]["docs_per_s"], results["2"]["docs_per_s"]
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':22}{'1 worker':>12}{'2 workers':>12}{'ratio':>8}")
     print(f"{'documents/s':22}{r1:>12.1f}{r2:>12.1f}{r2 / r1:>8.2f}")
     print(f"{'scoring s':22}{results['1']['scoring_s']:>12.2f}{results['2']['scoring_s']:>12.2f}")
+    busy = [results[w]["worker_cpu_s"] / (int(w) * results[w]["scoring_s"]) for w in ("1", "2")]
+    print(f"{'worker CPU s':22}{results['1']['worker_cpu_s']:>12.2f}{results['2']['worker_cpu_s']:>12.2f}")
+    print(f"{'CPU share per worker':22}{busy[0]:>12.0%}{busy[1]:>12.0%}   (below 100%: the cores were busy elsewhere)")
     print(f"{'start-up s (warm-up)':22}{results['1']['startup_s']:>12.2f}{results['2']['startup_s']:>12.2f}")
     print(f"target: >= {TARGET_RATE:.0f} documents/s with 2 workers and >= {TARGET_RATIO}x: "
           f"{'met' if report['target']['met'] else 'not met'}")

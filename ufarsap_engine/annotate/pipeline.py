@@ -118,7 +118,7 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
                         "version": manifest.plugins[n].version, "params_hash": manifest.plugins[n].params_hash,
                         "columns": manifest.plugins[n].columns} for n in names},
         "scored_documents": total, "startup_s": round(timing["startup_s"], 3),
-        "scoring_s": round(timing["scoring_s"], 3),
+        "scoring_s": round(timing["scoring_s"], 3), "worker_cpu_s": round(timing["worker_cpu_s"], 3),
         "docs_per_s": round(total / timing["scoring_s"], 1) if total and timing["scoring_s"] > 0 else None,
         "wall_s": round(time.perf_counter() - t_start, 3),
     }
@@ -178,7 +178,7 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
     fresh: dict[int, dict[int, dict[str, dict]]] = {i: {} for i in need_of}  # shard -> row -> plugin -> cols
     tasks = [(i, need, rows[k:k + batch_size]) for i, need, rows in todo for k in range(0, len(rows), batch_size)]
     busy = tuple(n for n in names if any(n in need for _, need, rows in todo if rows))
-    done_docs = 0
+    done_docs, cpu = 0, 0.0
 
     def finish(i):
         shard, (a, b) = manifest.shards[i], spans[i]
@@ -191,8 +191,9 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
         write_manifest(root, manifest)
         del fresh[i]
 
-    def collect(i, rows, cols):
-        nonlocal done_docs
+    def collect(i, rows, cols, cpu_s):
+        nonlocal done_docs, cpu
+        cpu += cpu_s
         for k, r in enumerate(rows):
             fresh[i][r] = {n: {c: v[k] for c, v in cols[n].items()} for n in need_of[i]}
         done_docs += len(rows)
@@ -208,7 +209,7 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
     for i in [i for i, left in batches_left.items() if left == 0]:
         finish(i)  # every row reused from an earlier annotation
     if not tasks:
-        return {"startup_s": 0.0, "scoring_s": 0.0}
+        return {"startup_s": 0.0, "scoring_s": 0.0, "worker_cpu_s": 0.0}
     if workers == 0:
         worker.init_worker(params)
         _raise_if_failed(*worker.score_docs(busy, [("warm-up", "A short warm-up sentence.", None, None)]))
@@ -216,8 +217,8 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
         for i, need, rows in tasks:
             cols, info = worker.score_docs(*batch(need, rows))
             _raise_if_failed(cols, info)
-            collect(i, rows, cols)
-        return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup}
+            collect(i, rows, cols, info)
+        return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup, "worker_cpu_s": cpu}
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["ufarsap_engine.annotate.worker"])
@@ -238,7 +239,7 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
                     i, rows = inflight.pop(f)
                     cols, info = f.result()
                     _raise_if_failed(cols, info)
-                    collect(i, rows, cols)
+                    collect(i, rows, cols, info)
                     _submit(pool, queue, inflight, batch)
         except BrokenProcessPool:
             raise EngineFailure("an annotation worker process died (out of memory or killed); "
@@ -246,7 +247,7 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup}
+    return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup, "worker_cpu_s": cpu}
 
 
 def _reusable_rows(root: Path, previous: Manifest | None, manifest: Manifest, names: list[str],

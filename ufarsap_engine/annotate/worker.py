@@ -45,9 +45,9 @@ def host_for(plugins: tuple[str, ...]) -> PluginHost:
 
 
 def score_docs(plugins: tuple[str, ...], docs: list[tuple[str, str, str | None, list[dict] | None]]):
-    """Score ``docs`` (id, text, prompt, messages) with ``plugins``: ``(columns, seconds)`` or
+    """Score ``docs`` (id, text, prompt, messages) with ``plugins``: ``(columns, CPU seconds)`` or
     ``(None, (exit_code, message))`` on failure."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         host = host_for(plugins)
         samples = [make_sample(i, t, prompt=p, messages=[Message(**m) for m in msgs] if msgs else None)
@@ -58,7 +58,7 @@ def score_docs(plugins: tuple[str, ...], docs: list[tuple[str, str, str | None, 
         return None, (exc.exit_code, str(exc).splitlines()[0])
     except Exception as exc:  # a bug or environment failure in this worker
         return None, (1, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
-    return cols, time.perf_counter() - t0
+    return cols, time.process_time() - t0
 
 
 _STARTUP_ERROR: tuple[int, str] | None = None
