@@ -191,7 +191,7 @@ def test_adding_a_plugin_computes_only_its_columns(env):
 def test_stale_version_is_reported_and_only_its_columns_reannotated(env):
     run(env, f"{BAD},{UGLY}")
     write_plugins(env["site"], version="0.1", ugly_version="0.2")  # safety.ugly upgraded
-    with pytest.raises(UserError, match=r"columns of safety.ugly are stale \(annotated with version 0.1.*installed version 0.2"):
+    with pytest.raises(UserError, match=r"columns of safety.ugly are stale \(annotated with version 0.1.*now version 0.2"):
         load_annotations(env["out"], [UGLY])
     check_annotations(env["out"], [BAD])  # the other plugin is still current
     reset_calls()
@@ -354,3 +354,13 @@ def test_run_killed_before_its_first_manifest_is_resumable(env):
     (out / ".annotate.lock").write_text("")
     assert run(env, BAD)["scored_documents"] == 40
     assert not list(out.rglob(".tmp-*")) and len(load_annotations(out)) == 40
+
+
+def test_cli_pool_run_prints_a_table_and_plain_progress(env):
+    r = run_cli("annotate", "--data", str(env["data"]), "--plugins", f"{BAD},{UGLY}", "--out", str(env["out"]),
+                "--workers", "1", "--batch-size", "8", env=_cli_env(env), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "40 documents in 1 shard(s)" in r.stdout and "safety.ugly" in r.stdout and "annotated" in r.stdout
+    assert r.stderr.splitlines()[-1].startswith("annotate: 40/40 documents (100%")
+    assert len(load_annotations(env["out"], [BAD, UGLY])) == 40
+    assert "--workers" in run_cli("annotate", "--help").stdout

@@ -43,12 +43,11 @@ def check_annotations(path: str | os.PathLike, plugins: Iterable[str],
             raise UserError(f"{root}: the columns of {n} do not cover every document (an interrupted "
                             f"or partial annotation); {_rerun(root, [n])}")
         if n in installed:
-            current = digest(installed[n].version, params_hash((plugin_params or {}).get(n, rec.params)),
-                             HORIZON, rec.scales)
-            if current != rec.key:
+            ph = params_hash((plugin_params or {}).get(n, rec.params))
+            if digest(installed[n].version, ph, HORIZON, rec.scales) != rec.key:
                 raise UserError(f"{root}: the columns of {n} are stale (annotated with version {rec.version}, "
-                                f"parameters {rec.params_hash}; installed version {installed[n].version}); "
-                                f"{_rerun(root, [n])} to re-annotate only those")
+                                f"parameters {rec.params_hash}; now version {installed[n].version}, parameters "
+                                f"{ph}); {_rerun(root, [n])} to re-annotate only those")
     return manifest
 
 
@@ -56,8 +55,9 @@ def load_annotations(path: str | os.PathLike, plugins: Iterable[str] | None = No
                      plugin_params: dict[str, dict[str, Any]] | None = None):
     """The annotation in ``path`` as one ``datasets.Dataset``.
 
-    ``plugins=None``: every plugin whose columns are complete; otherwise exactly those plugins'
-    columns, after :func:`check_annotations`.
+    ``plugins=None``: every plugin whose columns are complete, as stored (for inspection);
+    otherwise exactly those plugins' columns, after :func:`check_annotations` (what training
+    should use: it refuses missing, partial and stale columns).
     """
     import datasets
 
