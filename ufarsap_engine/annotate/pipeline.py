@@ -72,6 +72,10 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
     if idle:
         raise UserError(f"{idle[0]} scores nothing at the {HORIZON} horizon, so there is nothing to annotate "
                         "with it; leave it out of --plugins")
+    for n in names:
+        if not host.info[n].stateless:
+            note(f"{n} declares that its scores depend on more than the text (stateless=False); its columns "
+                 "are taken once, with an empty alignment state, and may depend on batching")
 
     from ufarsap_engine.trainer.data import DataSpec, read_documents
 
