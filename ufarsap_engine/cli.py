@@ -144,6 +144,52 @@ def _print_summary(summary: dict) -> None:
     _console().print(t)
 
 
+# --- annotate ----------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--data", help="Documents: .txt or .jsonl file, or a saved HF dataset dir (default: embedded corpus).")
+@click.option("--plugins", required=True, help="Comma list of plugin names whose scores to store.")
+@click.option("--out", required=True, help="Annotation directory (new, empty, or one written by annotate).")
+@click.option("--workers", type=click.IntRange(min=0), default=lambda: min(2, os.cpu_count() or 1),
+              show_default="min(2, CPUs)", help="Worker processes (0: score in this process).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Documents per scoring call.")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help="Documents per stored shard, the unit of resuming and reuse (default: the existing "
+                   "annotation's, else 1024).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file; its plugin_params apply.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. plugin_params.NAME.KEY=V.")
+@JSON_OPT
+def annotate(data, plugins, out, workers, batch_size, shard_size, config_path, sets, as_json) -> None:
+    """Score every document once with the selected plugins; store scores and flagged spans as dataset columns.
+
+    Incremental and resumable: rerunning reuses complete shards whose documents, plugin version
+    and parameters are unchanged; stale plugins are re-annotated. Read back with
+    ufarsap_engine.annotate.load_annotations(OUT).
+    """
+    from ufarsap_engine.annotate import annotate as run_annotate
+    from ufarsap_engine.annotate.progress import progress_reporter
+    from ufarsap_engine.config import load_config
+
+    params = load_config(config_path, list(sets)).plugin_params if (config_path or sets) else {}
+    with progress_reporter(enabled=not as_json) as update:
+        summary = run_annotate(out, plugins, data=data, workers=workers, batch_size=batch_size,
+                               shard_size=shard_size, plugin_params=params, progress=update)
+    if as_json:
+        _echo_json(summary)
+        return
+    from rich.table import Table
+
+    rate = f", {summary['docs_per_s']} documents/s" if summary["docs_per_s"] else ""
+    t = Table(title=f"{summary['documents']} documents in {summary['shards']} shard(s) -> {summary['out']}",
+              caption=f"{summary['wall_s']} s with {summary['workers']} worker(s){rate}")
+    for col in ("plugin", "status", "scored", "version", "columns"):
+        t.add_column(col, justify="right" if col == "scored" else "left")
+    for name, p in summary["plugins"].items():
+        t.add_row(name, p["status"], str(p["scored_documents"]), p["version"], str(len(p["columns"])))
+    _console().print(t)
+
+
 # --- generate / evaluate ------------------------------------------------------------------------
 
 def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
