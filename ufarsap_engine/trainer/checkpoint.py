@@ -15,10 +15,11 @@ the manifest is on disk, and ``latest`` is replaced (write + ``os.replace``) las
 either the previous checkpoint or a ``.tmp`` directory that is never loaded. A directory
 without a manifest, with a missing/resized file or a wrong hash is refused with one line.
 
-No pickle execution for what the engine reads: ``engine_state.json`` is JSON and
-``engine_tensors.pt`` is read with ``torch.load(weights_only=True)``. The model/optimizer part is
-read by Megatron's ``dist_checkpointing`` as it is (torch DCP ``.distcp`` shards + a ``common.pt``
-that torch >= 2.6 also loads with ``weights_only`` by default).
+No code runs from a checkpoint: ``engine_state.json`` is JSON, ``engine_tensors.pt`` is read
+with ``torch.load(weights_only=True)``, and the model/optimizer part (torch DCP ``.metadata`` and
+``.distcp`` shards, Megatron's ``common.pt``) is scanned by ``safe_load.scan_checkpoint`` in
+``verify_checkpoint`` and read under ``safe_load.guarded_loading`` (see ``safe_load.py``). A
+checkpoint that would need to run code is refused with one line, exit 2.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import torch
 import torch.distributed as dist
 
 from ufarsap_engine.errors import UserError
+
+from .safe_load import guarded_loading, scan_checkpoint
 
 MANIFEST = "MANIFEST.json"
 ENGINE_STATE = "engine_state.json"
@@ -124,6 +127,7 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> Path:
     for required in (ENGINE_STATE, "metadata.json"):
         if required not in files:
             raise UserError(f"corrupt checkpoint: {ckpt} has no {required}")
+    scan_checkpoint(ckpt)
     return ckpt
 
 
@@ -327,7 +331,8 @@ def load_model_weights(gpt, ckpt: str | os.PathLike, verified: bool = False) -> 
     ckpt = Path(ckpt)
     if not verified:
         _agree(lambda: verify_checkpoint(ckpt))
-    loaded = dist_checkpointing.load({"model": gpt.sharded_state_dict()}, str(ckpt))
+    with guarded_loading(ckpt):
+        loaded = dist_checkpointing.load({"model": gpt.sharded_state_dict()}, str(ckpt))
     gpt.load_state_dict(loaded["model"], strict=True)
 
 
@@ -346,7 +351,8 @@ def load_checkpoint(state, ckpt: str | os.PathLike, full: bool = True) -> dict:
     if not full:
         load_model_weights(state.built.gpt, ckpt, verified=True)
         return engine.get("extra_state", {})
-    loaded = dist_checkpointing.load(_sharded_state_dict(state, is_loading=True), str(ckpt))
+    with guarded_loading(ckpt):
+        loaded = dist_checkpointing.load(_sharded_state_dict(state, is_loading=True), str(ckpt))
     state.built.gpt.load_state_dict(loaded["model"], strict=True)
 
     state.optimizer.load_state_dict(loaded["optimizer"])
