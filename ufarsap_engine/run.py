@@ -24,6 +24,7 @@ from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
 from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
+from ufarsap_engine.rundir import locked_run_dir, write_summary
 from ufarsap_engine.schemas import Horizon, TextBatch
 
 
@@ -135,7 +136,13 @@ def _load_samples(cfg: RunConfig) -> list:
 
 
 def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]:
-    """Run to the end and return the summary (also written to ``OUT/summary.json``)."""
+    """Run to the end and return the summary (also written to ``OUT/summary.json``), holding
+    the run directory's lock (a second run on it is refused before the registry is touched)."""
+    with locked_run_dir(prepared.cfg.out, on_refusal=prepared.registry.close):
+        return _execute(prepared, progress)
+
+
+def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
     cfg, registry, choice, host = prepared.cfg, prepared.registry, prepared.choice, prepared.host
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +174,7 @@ def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
             "training": training,
         }
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_summary(out_dir, summary)
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         registry.record_scores(strategy_id, scores, step=cfg.steps)
         registry.set_state(strategy_id, status)

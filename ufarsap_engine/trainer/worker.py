@@ -192,7 +192,7 @@ def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataS
     ``init_parallel`` to have run (pass its ``ParallelInfo``); ``docs``: already-read documents."""
     import torch
 
-    from .checkpoint import find_latest, load_checkpoint, resolve_checkpoint
+    from .checkpoint import agree_resumable, load_checkpoint, resolve_checkpoint
     from .data import StepBatches
     from .loop import TrainState, restore_extra_state
     from .model import build_model, build_optimizer, build_scheduler
@@ -213,9 +213,9 @@ def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataS
         scheduler=scheduler, data=data, objective=objective, extra_modules=extra,
         extra_optimizers=extra_opts, callbacks=list(callbacks or []),
     )
-    latest = find_latest(train_cfg.out_path / "checkpoints") if train_cfg.resume else None
+    latest = agree_resumable(train_cfg.out_path / "checkpoints") if train_cfg.resume else None
     if latest is not None:
-        restore_extra_state(state, load_checkpoint(state, latest, full=True))
+        restore_extra_state(state, load_checkpoint(state, latest, full=True, verified=True))
     elif train_cfg.init_from:
         load_checkpoint(state, resolve_checkpoint(train_cfg.init_from), full=False)
     return state
@@ -304,7 +304,7 @@ def run_spec(spec: RunSpec) -> dict:
 def preflight(spec: RunSpec, nproc: int) -> None:
     """Everything that can be checked before starting workers; also trains and saves the
     tokenizer once (workers then load ``OUT/tokenizer.json``)."""
-    from .checkpoint import find_latest, resolve_checkpoint, verify_checkpoint
+    from .checkpoint import find_resumable, resolve_checkpoint, verify_checkpoint
     from .parallel import check_device
 
     check_device(spec.train.device)
@@ -320,10 +320,8 @@ def preflight(spec: RunSpec, nproc: int) -> None:
     docs = load_documents(data_spec)
     tok = get_tokenizer(data_spec, docs, spec.model.vocab_size, spec.train.out_path, is_writer=True)
     PackedDataset(docs, tok, spec.model.seq_length)
-    latest = find_latest(spec.train.out_path / "checkpoints") if spec.train.resume else None
-    if latest is not None:
-        verify_checkpoint(latest)
-    elif spec.train.init_from:
+    latest = find_resumable(spec.train.out_path / "checkpoints") if spec.train.resume else None
+    if latest is None and spec.train.init_from:
         verify_checkpoint(resolve_checkpoint(spec.train.init_from))
     for ref in ([spec.objective] if spec.objective else []) + list(spec.callbacks):
         mod = ref.target.partition(":")[0]
