@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 ORIGINS = ("seed", "explore", "exploit", "crossover", "manual", "plugin")
 STATES = ("candidate", "running", "complete", "failed")
 LIFECYCLES = ("proposed", "active", "retired", "rejected")
-RUN_STATUSES = ("running", "complete", "failed", "killed")
+RUN_STATUSES = ("running", "complete", "failed", "killed", "interrupted")
 VALUE_KINDS = ("finite", "nan", "inf", "-inf")
 EVENTS = ("created", "state_changed", "activated", "retired", "rejected")
 

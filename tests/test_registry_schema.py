@@ -26,7 +26,8 @@ from ufarsap_registry.records import Event, Lifecycle, Origin, State
 
 from ufarsap_engine.errors import UserError
 
-HEAD = "0001"
+HEAD = "0002"
+NEXT = "0003"  # what the `newer_engine` fixture adds
 
 
 def _snapshot(url):
@@ -112,12 +113,12 @@ def test_newer_schema_raises_too_new_and_changes_nothing(registry_url):
 
 @pytest.fixture
 def newer_engine(tmp_path, monkeypatch):
-    """Pretend to be the next engine version: the real migrations plus a 0002."""
+    """Pretend to be the next engine version: the real migrations plus one more."""
     scripts = tmp_path / "migrations"
     shutil.copytree(Path(ufarsap_registry.__file__).parent / "migrations", scripts,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_note.py").write_text(
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n'
+    (scripts / "versions" / f"{NEXT}_note.py").write_text(
+        f'revision = "{NEXT}"\ndown_revision = "{HEAD}"\nbranch_labels = None\ndepends_on = None\n'
         "import sqlalchemy as sa\nfrom alembic import op\n\n"
         "def upgrade():\n    op.add_column('strategies', sa.Column('note', sa.Text, nullable=True))\n\n"
         "def downgrade():\n    op.drop_column('strategies', 'note')\n"
@@ -138,15 +139,15 @@ def test_older_schema_raises_out_of_date_until_upgraded(registry_url, newer_engi
         open_registry(registry_url)
     shown = sa.make_url(registry_url).render_as_string(hide_password=True)
     assert str(info.value) == (
-        f"registry schema is out of date (rev 0001, this engine needs 0002):"
+        f"registry schema is out of date (rev {HEAD}, this engine needs {NEXT}):"
         f" run `ufarsap-engine registry upgrade --registry {shown}`"
     )
     assert "\n" not in str(info.value)
     if "postgresql" in registry_url:
         assert ":ufarsap@" not in str(info.value) and "***" in str(info.value)
     assert _snapshot(registry_url) == before  # nothing changed
-    assert upgrade(registry_url) == ("0001", "0002")
-    assert upgrade(registry_url) == ("0002", "0002")
+    assert upgrade(registry_url) == (HEAD, NEXT)
+    assert upgrade(registry_url) == (NEXT, NEXT)
     with open_registry(registry_url) as reg:
         assert reg.get(sid).params == {"x": 1}  # data survived the migration
     newer_engine(False)  # back to this engine: the database is now too new for it

@@ -26,6 +26,8 @@ from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.rundir import locked_run_dir, write_summary
 from ufarsap_engine.schemas import Horizon, TextBatch
+from ufarsap_engine.trainer.interrupt import Interrupted, signals_handled
+from ufarsap_engine.trainer.interrupt import read_record as read_interrupt_record
 
 
 @dataclass
@@ -138,7 +140,7 @@ def _load_samples(cfg: RunConfig) -> list:
 def execute(prepared: PreparedRun, progress=lambda step: None) -> dict[str, Any]:
     """Run to the end and return the summary (also written to ``OUT/summary.json``), holding
     the run directory's lock (a second run on it is refused before the registry is touched)."""
-    with locked_run_dir(prepared.cfg.out, on_refusal=prepared.registry.close):
+    with locked_run_dir(prepared.cfg.out, on_refusal=prepared.registry.close), signals_handled():
         return _execute(prepared, progress)
 
 
@@ -158,7 +160,7 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
                         plugin_params=prepared.plugin_params, run_id=run_id, strategy_id=strategy_id,
                         registry_url=registry.url, follow_registry=choice.source != "flag")
     t0 = time.perf_counter()
-    status, last, training = "failed", {}, None
+    status, last, training, stopped = "failed", {}, None, None
     try:
         if prepared.trainer:
             training = _train(prepared, runtime_args, progress)
@@ -166,6 +168,9 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
             _hook_only(prepared, runtime_args, progress)
         last = _last_metrics(out_dir / "metrics.jsonl")
         status = "complete"
+    except Interrupted as exc:
+        status, stopped, last = "interrupted", exc, _last_metrics(out_dir / "metrics.jsonl")
+        raise
     finally:
         summary = {
             "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": plugins,
@@ -174,10 +179,12 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
             "final_metrics": last, "engine_version": __version__, "trained_model": cfg.train_model,
             "training": training,
         }
+        if stopped is not None:
+            summary["interrupted"] = {"signal": stopped.signal_name, **stopped.record()}
         write_summary(out_dir, summary)
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         registry.record_scores(strategy_id, scores, step=cfg.steps)
-        registry.set_state(strategy_id, status)
+        registry.set_state(strategy_id, "failed" if stopped else status, reason=str(stopped or ""))
         registry.end_run(run_id, status)
         registry.close()
     return summary
@@ -256,6 +263,9 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         callbacks=[worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_callback")])
     spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
     rc = worker.launch_torchrun(cfg.nproc, spec_path)
+    stopped = read_interrupt_record(cfg.out)
+    if stopped is not None and rc != 0:
+        raise stopped
     if rc == 2:
         raise UserError(worker.read_worker_error(cfg.out) or "the workers reported a user error")
     if rc != 0:

@@ -52,12 +52,13 @@ def locked_run_dir(out_dir: str | os.PathLike, on_refusal: Callable[[], None] = 
 
 
 def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
-    """Write ``OUT/summary.json``, unless this attempt did not complete and the one there
-    records a completed run: then ``OUT/summary.<status>.json``. Returns the path written."""
+    """Write ``OUT/summary.json``, unless this attempt says it did not complete (``status``
+    failed, interrupted ...) and the one there records a completed run: then
+    ``OUT/summary.<status>.json``. Returns the path written."""
     out = Path(out_dir)
     path = out / SUMMARY
     status = summary.get("status")
-    if status != "complete" and _status_of(path) == "complete":
+    if status not in (None, "complete") and _status_of(path) == "complete":
         path = out / f"summary.{status}.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str))

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ufarsap_engine.errors import UserError
 
 from .data import DataSpec, PackedDataset, get_tokenizer, load_documents
+from .interrupt import RECORD, Interrupted, forwarded, write_record
 from .model_config import ModelConfig, TrainConfig, validate_layout
 
 WORKER_ERROR = "worker_error.json"
@@ -353,6 +354,7 @@ def launch_torchrun(
     out = spec.train.out_path
     out.mkdir(parents=True, exist_ok=True)
     (out / WORKER_ERROR).unlink(missing_ok=True)
+    (out / RECORD).unlink(missing_ok=True)
     cmd = [
         sys.executable, "-m", "ufarsap_engine.trainer.launcher", "--standalone",
         "--nproc_per_node", str(nproc),
@@ -362,10 +364,14 @@ def launch_torchrun(
     if spec.train.device == "cpu":
         run_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     run_env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # SIGINT/SIGTERM reach torchrun (forwarded below), which passes them to the workers and
+    # waits this long for them to save a checkpoint before it kills them.
+    run_env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     run_env.update(env or {})
     proc = subprocess.Popen(cmd, env=run_env, start_new_session=True)
     try:
-        rc = proc.wait(timeout=timeout)
+        with forwarded(proc.pid):
+            rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -400,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(json.dumps({"summary": summary}), flush=True)
         return 0
+    except Interrupted as e:
+        if rank == 0:
+            if spec is not None:
+                write_record(spec.train.out_path, e)
+            print(f"{e}; resume with the same command", file=sys.stderr, flush=True)
+        return e.exit_code
     except UserError as e:
         # Every rank records the error (torchrun may stop rank 0 as soon as another rank
         # exits); only rank 0 prints it, so the user sees one line.
