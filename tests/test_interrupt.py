@@ -106,3 +106,21 @@ def test_sigterm_under_torchrun_every_rank_stops_at_one_step(reference):
     assert len(got) == STEPS
     # DP2 sums the same tokens in another order than one process: equal to rounding.
     assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(got, ref)), (step, got, ref)
+
+
+def test_checkpoints_are_periodic_in_time_by_default(tmp_path):
+    """Without any step interval, a checkpoint is written once train.save_interval_s has passed
+    (default 10 minutes): a crash loses minutes, not the run."""
+    from trainer_helpers import run
+    from trainer_helpers.corpus import write_jsonl
+    from ufarsap_engine.trainer.model_config import TrainConfig
+
+    assert TrainConfig().save_interval_s == 600 and TrainConfig().save_interval == 0
+    corpus = write_jsonl(tmp_path / "c.jsonl", 60)
+    out = tmp_path / "out"
+    spec = run.spec(tmp_path / "s.json", data={"path": str(corpus)},
+                    train={"steps": 4, "micro_batch_size": 2, "global_batch_size": 2, "out_dir": str(out),
+                           "save_interval_s": 1e-6, "keep_last": 10})
+    p = run.run_single(spec)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(x.name for x in (out / "checkpoints").glob("iter_*")) == [f"iter_{i:07d}" for i in range(1, 5)]
