@@ -370,7 +370,7 @@ def case_registry_pause(ctx: Ctx, i: int) -> Outcome:
     status = row[0] if row else None
     problems = []
     if proc.returncode != 0:
-        problems.append(f"exit {proc.returncode}: {(error_lines(err) or [''])[-1][:100]}")
+        problems.append(f"exit {proc.returncode}: {(error_lines(err) or [''])[-1][:240]}")
     if status != "complete":
         problems.append(f"registry row {status}")
     if blocked > ctx.pause_s / 2:
