@@ -183,8 +183,11 @@ def case_kill9(ctx: Ctx, i: int) -> Outcome:
     proc = start(ctx.run_args(out), ctx.work)
     try:
         started = wait_for(lambda: len(metrics(out)) >= 1, proc, ctx.timeout)
-        if during_save:
-            hit = wait_for(lambda: any((out / "checkpoints").glob("iter_*.tmp")), proc, ctx.timeout, 0.002)
+        if during_save:  # the first, second or third save of the run (later ones replace older ones)
+            done_before = (i // 2) % 3
+            ck = out / "checkpoints"
+            hit = wait_for(lambda: len(list(ck.glob("iter_*[0-9]"))) >= done_before and any(ck.glob("iter_*.tmp")),
+                           proc, ctx.timeout, 0.002)
         else:
             time.sleep(rnd.uniform(0.0, 2.5))
             hit = proc.poll() is None
