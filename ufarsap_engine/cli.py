@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 from typing import Any
@@ -17,6 +18,7 @@ import click
 
 from ufarsap_engine import HOOK_CONTRACT_VERSION, __version__
 from ufarsap_engine.errors import EngineError, UserError
+from ufarsap_engine.trainer.interrupt import Interrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 REGISTRY_OPT = click.option("--registry", "registry_url", metavar="URL", envvar="UFARSAP_REGISTRY_URL",
@@ -613,6 +615,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.ClickException as exc:
         click.echo(f"ufarsap-engine: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except Interrupted as exc:  # a signal: the run saved what it had and says how to go on
+        args = sys.argv[1:] if argv is None else list(argv)
+        out = getattr(exc, "out_dir", None)
+        if out and not any(a in ("--out", "-o") or a.startswith("--out=") for a in args):
+            args += ["--out", out]
+        click.echo(f"ufarsap-engine: {exc}; resume with: ufarsap-engine {shlex.join(args)}", err=True)
         return exc.exit_code
     except EngineError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:

@@ -26,10 +26,13 @@ from ufarsap_engine.data.corpus import iter_documents
 from ufarsap_engine.errors import EngineFailure, UserError
 from ufarsap_engine.evolution import health
 from ufarsap_engine.plugin_config import configure_plugins
-from ufarsap_engine.run_dir import check_out_dir, fresh_out_dir, run_settings, start_out_dir
+from ufarsap_engine.run_dir import (check_out_dir, fresh_out_dir, locked_run_dir, run_settings, start_out_dir,
+                                    write_summary)
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins, resolve_selection
 from ufarsap_engine.schemas import Horizon, TextBatch
 from ufarsap_registry import redact
+from ufarsap_engine.trainer.interrupt import Interrupted, signals_handled
+from ufarsap_engine.trainer.interrupt import read_record as read_interrupt_record
 
 
 @dataclass
@@ -147,8 +150,14 @@ def _load_samples(cfg: RunConfig) -> list:
 
 
 def execute(prepared: PreparedRun, progress=lambda step, metrics: None) -> dict[str, Any]:
-    """Run to the end and return the summary (also written to ``OUT/summary.json``);
+    """Run to the end and return the summary (also written to ``OUT/summary.json``), holding
+    the run directory's lock (a second run on it is refused before the registry is touched);
     ``progress(step, metrics)`` is called after every step."""
+    with locked_run_dir(prepared.cfg.out, on_refusal=prepared.registry.close), signals_handled():
+        return _execute(prepared, progress)
+
+
+def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
     cfg, registry, choice, host = prepared.cfg, prepared.registry, prepared.choice, prepared.host
     out_dir = Path(cfg.out)
     start_out_dir(out_dir, prepared.settings, cfg.overwrite)
@@ -165,7 +174,7 @@ def execute(prepared: PreparedRun, progress=lambda step, metrics: None) -> dict[
                         plugin_params=prepared.plugin_params, run_id=run_id, strategy_id=strategy_id,
                         registry_url=registry.url, follow_registry=choice.source != "flag")
     t0 = time.perf_counter()
-    status, last, training = "failed", {}, None
+    status, last, training, stopped = "failed", {}, None, None
     try:
         if prepared.trainer:
             training = _train(prepared, runtime_args, progress)
@@ -173,6 +182,10 @@ def execute(prepared: PreparedRun, progress=lambda step, metrics: None) -> dict[
             _hook_only(prepared, runtime_args, progress)
         last = _last_metrics(out_dir / "metrics.jsonl")
         status = "complete"
+    except Interrupted as exc:
+        status, stopped, last = "interrupted", exc, _last_metrics(out_dir / "metrics.jsonl")
+        exc.out_dir = str(out_dir)  # the resume command names it (a run without --out got a fresh one)
+        raise
     finally:
         summary = {
             "run_id": run_id, "status": status, "steps": cfg.steps, "plugins": plugins,
@@ -185,15 +198,18 @@ def execute(prepared: PreparedRun, progress=lambda step, metrics: None) -> dict[
             "tokens_per_s": (training or {}).get("tokens_per_s"),
             "plugin_scores": _run_means(out_dir / "metrics.jsonl", ("score.", "flagged.")),
         }
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if stopped is not None:
+            summary["interrupted"] = {"signal": stopped.signal_name, **stopped.record()}
+        write_summary(out_dir, summary)
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         scores.update({f"quarantined.{name}": 1.0 for name in summary["quarantined"]})
         registry.close()
         unrecorded = record_run_end(registry.url, run_id, strategy_id, status, scores, cfg.steps,
-                                    wait_s=cfg.registry_wait_s, reason=quarantine_reason(summary["quarantined"]))
+                                    wait_s=cfg.registry_wait_s,
+                                    reason=str(stopped) if stopped else quarantine_reason(summary["quarantined"]))
         if unrecorded:
             summary["registry_unrecorded"] = unrecorded
-            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            write_summary(out_dir, summary)
     return summary
 
 
@@ -209,7 +225,7 @@ def record_run_end(url: str, run_id: str, strategy_id: int, status: str, scores:
     writer.submit(f"final scores of strategy {strategy_id}", lambda r: r.record_scores(strategy_id, scores, step=step))
     state = status if status in ("complete", "failed") else "failed"  # e.g. interrupted, killed
     writer.submit(f"state of strategy {strategy_id} ({state})",
-                  lambda r: r.set_state(strategy_id, state, reason if state == status else f"run {status}"))
+                  lambda r: r.set_state(strategy_id, state, reason or ("" if state == status else f"run {status}")))
     writer.submit(f"end of run {run_id[:8]} ({status})", lambda r: r.end_run(run_id, status))
     unrecorded = writer.close(wait_s)
     if unrecorded:
@@ -331,6 +347,9 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         callbacks=[worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_callback")])
     spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
     rc = worker.launch_torchrun(cfg.nproc, spec_path, env=worker_env(runtime_args))
+    stopped = read_interrupt_record(cfg.out)
+    if stopped is not None and rc != 0:
+        raise stopped
     reported = worker.read_worker_error(cfg.out) if rc != 0 else None
     if rc == 2:
         raise UserError(reported or "the workers reported a user error")

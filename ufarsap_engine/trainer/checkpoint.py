@@ -15,10 +15,11 @@ the manifest is on disk, and ``latest`` is replaced (write + ``os.replace``) las
 either the previous checkpoint or a ``.tmp`` directory that is never loaded. A directory
 without a manifest, with a missing/resized file or a wrong hash is refused with one line.
 
-No pickle execution for what the engine reads: ``engine_state.json`` is JSON and
-``engine_tensors.pt`` is read with ``torch.load(weights_only=True)``. The model/optimizer part is
-read by Megatron's ``dist_checkpointing`` as it is (torch DCP ``.distcp`` shards + a ``common.pt``
-that torch >= 2.6 also loads with ``weights_only`` by default).
+No code runs from a checkpoint: ``engine_state.json`` is JSON, ``engine_tensors.pt`` is read
+with ``torch.load(weights_only=True)``, and the model/optimizer part (torch DCP ``.metadata`` and
+``.distcp`` shards, Megatron's ``common.pt``) is scanned by ``safe_load.scan_checkpoint`` in
+``verify_checkpoint`` and read under ``safe_load.guarded_loading`` (see ``safe_load.py``). A
+checkpoint that would need to run code is refused with one line, exit 2.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,8 @@ import torch
 import torch.distributed as dist
 
 from ufarsap_engine.errors import UserError
+
+from .safe_load import guarded_loading, scan_checkpoint
 
 MANIFEST = "MANIFEST.json"
 ENGINE_STATE = "engine_state.json"
@@ -124,6 +129,7 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> Path:
     for required in (ENGINE_STATE, "metadata.json"):
         if required not in files:
             raise UserError(f"corrupt checkpoint: {ckpt} has no {required}")
+    scan_checkpoint(ckpt)
     return ckpt
 
 
@@ -136,9 +142,65 @@ def find_latest(ckpt_root: str | os.PathLike) -> Path | None:
     marker = root / LATEST
     if marker.exists():
         name = marker.read_text().strip()
-        return root / name
-    done = sorted(p for p in root.glob("iter_*") if p.is_dir() and not p.name.endswith(".tmp") and (p / MANIFEST).exists())
+        if re.fullmatch(r"iter_\d{7,}", name):  # never a path out of the checkpoints folder
+            return root / name
+    done = completed_checkpoints(root)
     return done[-1] if done else None
+
+
+def completed_checkpoints(ckpt_root: str | os.PathLike) -> list[Path]:
+    """Every ``iter_*`` directory with a manifest, oldest first."""
+    root = Path(ckpt_root)
+    return sorted(p for p in root.glob("iter_*") if p.is_dir() and not p.name.endswith(".tmp") and (p / MANIFEST).exists())
+
+
+def find_resumable(ckpt_root: str | os.PathLike, say=None) -> Path | None:
+    """The newest checkpoint that verifies, for a resume: ``latest`` first, then the older ones
+    kept by ``keep_last``, newest first. Each one skipped is reported through ``say`` (one
+    line). A checkpoint that is not safe to load is never skipped over (someone rewrote the run
+    directory): its error is raised. None when there is no checkpoint; when none verifies, the
+    newest one's error is raised."""
+    from .safe_load import UnsafeCheckpoint
+
+    newest = find_latest(ckpt_root)
+    if newest is None:
+        return None
+    candidates = [newest] + [p for p in reversed(completed_checkpoints(ckpt_root)) if p != newest]
+    first_error = None
+    for ckpt in candidates:
+        try:
+            verify_checkpoint(ckpt)
+        except UnsafeCheckpoint:
+            raise
+        except UserError as e:
+            first_error = first_error or e
+            if say is not None:
+                say(f"{e}; trying the previous checkpoint")
+            continue
+        if ckpt != newest and say is not None:
+            say(f"resuming from the previous checkpoint {ckpt} (the newest one failed verification)")
+        return ckpt
+    raise first_error
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)
+
+
+def agree_resumable(ckpt_root: str | os.PathLike) -> Path | None:
+    """Collective :func:`find_resumable`: rank 0 verifies (and says which it falls back to),
+    every rank gets the same answer or the same one-line error."""
+    box: list = [None, None]
+    if dist.get_rank() == 0:
+        try:
+            found = find_resumable(ckpt_root, say=_note)
+            box = [str(found) if found else None, None]
+        except UserError as e:
+            box = [None, str(e)]
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise UserError(box[1])
+    return Path(box[0]) if box[0] else None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -327,11 +389,12 @@ def load_model_weights(gpt, ckpt: str | os.PathLike, verified: bool = False) -> 
     ckpt = Path(ckpt)
     if not verified:
         _agree(lambda: verify_checkpoint(ckpt))
-    loaded = dist_checkpointing.load({"model": gpt.sharded_state_dict()}, str(ckpt))
+    with guarded_loading(ckpt):
+        loaded = dist_checkpointing.load({"model": gpt.sharded_state_dict()}, str(ckpt))
     gpt.load_state_dict(loaded["model"], strict=True)
 
 
-def load_checkpoint(state, ckpt: str | os.PathLike, full: bool = True) -> dict:
+def load_checkpoint(state, ckpt: str | os.PathLike, full: bool = True, verified: bool = False) -> dict:
     """Load a checkpoint into ``state`` (collective). Returns the saved ``extra_state``.
 
     ``full=True`` restores everything (model, optimizer, scheduler, data position, step, RNG,
@@ -340,13 +403,15 @@ def load_checkpoint(state, ckpt: str | os.PathLike, full: bool = True) -> dict:
     from megatron.core import dist_checkpointing
 
     ckpt = Path(ckpt)
-    _agree(lambda: verify_checkpoint(ckpt))
+    if not verified:
+        _agree(lambda: verify_checkpoint(ckpt))
     engine = read_engine_state(ckpt)
     _check_model_config(ckpt, state.model_cfg)
     if not full:
         load_model_weights(state.built.gpt, ckpt, verified=True)
         return engine.get("extra_state", {})
-    loaded = dist_checkpointing.load(_sharded_state_dict(state, is_loading=True), str(ckpt))
+    with guarded_loading(ckpt):
+        loaded = dist_checkpointing.load(_sharded_state_dict(state, is_loading=True), str(ckpt))
     state.built.gpt.load_state_dict(loaded["model"], strict=True)
 
     state.optimizer.load_state_dict(loaded["optimizer"])

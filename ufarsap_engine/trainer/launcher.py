@@ -5,6 +5,8 @@ Same command line as ``torchrun``. When a worker fails, torchrun itself raises
 already said what was wrong in one line (a user error, exit code 2). This wrapper runs
 torchrun's ``run`` and turns that into the first failed worker's exit code, so the user sees
 the worker's one line and the caller gets 2 for a user error, 1 (or the signal) otherwise.
+A SIGINT/SIGTERM to the launcher is passed on to the workers (torchrun does that) and gives
+128 + the signal number, without torchrun's traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(parse_args(argv))
+    except SignalException as e:  # the workers got the signal too and stopped at a step boundary
+        return 128 + int(e.sigval)
     except ChildFailedError as e:
         _, failure = e.get_first_failure()
         code = failure.exitcode

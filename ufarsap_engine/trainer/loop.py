@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from . import interrupt
 from .data import Batch, StepBatches
 from .finite import check_step, check_weights
 from .model import BuiltModel, current_lr
@@ -340,6 +342,10 @@ def run_training(state: TrainState) -> dict:
     last_ckpt = None
     t_start = time.perf_counter()
     stop = False
+    stop_signal = None
+    last_save_t = time.monotonic()
+    signals = ExitStack()
+    signals.enter_context(interrupt.deferred())  # a signal ends the run at the next step boundary
     try:
         while state.step < cfg.steps and not stop:
             m = train_step(state)
@@ -352,16 +358,22 @@ def run_training(state: TrainState) -> dict:
             for cb in state.callbacks:
                 if _call(cb, "on_step_end", state.step, dict(m)) == "stop":
                     stop = True
-            if cfg.save_interval and state.step % cfg.save_interval == 0 and state.step < cfg.steps:
+            stop_signal, time_due = interrupt.poll(
+                state.info.device, cfg.save_interval_s > 0 and time.monotonic() - last_save_t >= cfg.save_interval_s)
+            if stop_signal:
+                break
+            if ((cfg.save_interval and state.step % cfg.save_interval == 0) or time_due) and state.step < cfg.steps:
                 check_weights(param_norm(state), state.step)
                 last_ckpt = save_checkpoint(state, collect_extra_state(state))
-        if cfg.save_final and (state.step > start_step or find_latest(out / "checkpoints") is None):
+                last_save_t = time.monotonic()
+        if (cfg.save_final or stop_signal) and (state.step > start_step or find_latest(out / "checkpoints") is None):
             check_weights(param_norm(state), state.step)
             last_ckpt = save_checkpoint(state, collect_extra_state(state))
         elif last_ckpt is None:
             last_ckpt = find_latest(out / "checkpoints")
     finally:
         progress.close()
+        signals.close()
     elapsed = time.perf_counter() - t_start
 
     losses = [h["loss"] for h in history]
@@ -386,10 +398,16 @@ def run_training(state: TrainState) -> dict:
         "out_dir": str(out),
         "metrics_file": str(metrics_path),
     }
+    if stop_signal:
+        summary.update(status="interrupted", interrupted_by=interrupt.Interrupted(stop_signal).signal_name)
     if rank0:
-        (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
+        from ufarsap_engine.run_dir import write_summary
+
+        write_summary(out, _json_safe(summary))
     for cb in state.callbacks:
         _call(cb, "on_train_end", summary)
+    if stop_signal:
+        raise interrupt.Interrupted(stop_signal, state.step, str(last_ckpt) if last_ckpt else None)
     return summary
 
 

@@ -125,7 +125,9 @@ class TrainConfig(_Cfg):
     pp: int = Field(default=1, gt=0)
     device: Literal["cpu", "cuda"] = "cpu"
     bf16: bool = False
-    save_interval: int = Field(default=0, ge=0, description="0 = only at the end")
+    save_interval: int = Field(default=0, ge=0, description="checkpoint every N steps; 0 = off")
+    save_interval_s: float = Field(default=600, ge=0, description="also checkpoint once this many seconds have "
+                                   "passed since the last one (a crash loses minutes, not the run); 0 = off")
     save_final: bool = True
     keep_last: int = Field(default=2, ge=1, description="completed checkpoints kept on disk")
     log_interval: int = Field(default=10, gt=0)

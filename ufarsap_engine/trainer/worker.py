@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ufarsap_engine.errors import UserError
 
 from .data import DataSpec, PackedDataset, get_tokenizer, load_documents
+from .interrupt import RECORD, Interrupted, forwarded, write_record
 from .model_config import ModelConfig, TrainConfig, validate_layout
 
 WORKER_ERROR = "worker_error.json"
@@ -199,7 +200,7 @@ def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataS
     ``init_parallel`` to have run (pass its ``ParallelInfo``); ``docs``: already-read documents."""
     import torch
 
-    from .checkpoint import find_latest, load_checkpoint, resolve_checkpoint
+    from .checkpoint import agree_resumable, load_checkpoint, resolve_checkpoint
     from .data import StepBatches
     from .loop import TrainState, restore_extra_state
     from .model import build_model, build_optimizer, build_scheduler
@@ -220,9 +221,9 @@ def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataS
         scheduler=scheduler, data=data, objective=objective, extra_modules=extra,
         extra_optimizers=extra_opts, callbacks=list(callbacks or []),
     )
-    latest = find_latest(train_cfg.out_path / "checkpoints") if train_cfg.resume else None
+    latest = agree_resumable(train_cfg.out_path / "checkpoints") if train_cfg.resume else None
     if latest is not None:
-        restore_extra_state(state, load_checkpoint(state, latest, full=True))
+        restore_extra_state(state, load_checkpoint(state, latest, full=True, verified=True))
     elif train_cfg.init_from:
         load_checkpoint(state, resolve_checkpoint(train_cfg.init_from), full=False)
     return state
@@ -311,7 +312,7 @@ def run_spec(spec: RunSpec) -> dict:
 def preflight(spec: RunSpec, nproc: int) -> None:
     """Everything that can be checked before starting workers; also trains and saves the
     tokenizer once (workers then load ``OUT/tokenizer.json``)."""
-    from .checkpoint import find_latest, resolve_checkpoint, verify_checkpoint
+    from .checkpoint import find_resumable, resolve_checkpoint, verify_checkpoint
     from .parallel import check_device
 
     check_device(spec.train.device)
@@ -327,10 +328,8 @@ def preflight(spec: RunSpec, nproc: int) -> None:
     docs = load_documents(data_spec)
     tok = get_tokenizer(data_spec, docs, spec.model.vocab_size, spec.train.out_path, is_writer=True)
     PackedDataset(docs, tok, spec.model.seq_length)
-    latest = find_latest(spec.train.out_path / "checkpoints") if spec.train.resume else None
-    if latest is not None:
-        verify_checkpoint(latest)
-    elif spec.train.init_from:
+    latest = find_resumable(spec.train.out_path / "checkpoints") if spec.train.resume else None
+    if latest is None and spec.train.init_from:
         verify_checkpoint(resolve_checkpoint(spec.train.init_from))
     for ref in ([spec.objective] if spec.objective else []) + list(spec.callbacks):
         mod = ref.target.partition(":")[0]
@@ -363,6 +362,7 @@ def launch_torchrun(
     out = spec.train.out_path
     out.mkdir(parents=True, exist_ok=True)
     (out / WORKER_ERROR).unlink(missing_ok=True)
+    (out / RECORD).unlink(missing_ok=True)
     cmd = [
         sys.executable, "-m", "ufarsap_engine.trainer.launcher", "--standalone",
         "--nproc_per_node", str(nproc),
@@ -373,10 +373,14 @@ def launch_torchrun(
         run_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     run_env.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_env[LAUNCHER_REPORTS_ENV] = "1"
+    # SIGINT/SIGTERM reach torchrun (forwarded below), which passes them to the workers and
+    # waits this long for them to save a checkpoint before it kills them.
+    run_env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     run_env.update(env or {})
     proc = subprocess.Popen(cmd, env=run_env, start_new_session=True)
     try:
-        rc = proc.wait(timeout=timeout)
+        with forwarded(proc.pid):
+            rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -432,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0 and not reported_by_launcher:
             print(json.dumps({"summary": summary}), flush=True)
         return 0
+    except Interrupted as e:
+        if rank == 0:
+            if spec is not None:
+                write_record(spec.train.out_path, e)
+            print(f"{e}; resume with the same command", file=sys.stderr, flush=True)
+        return e.exit_code
     except Exception as e:  # every failure becomes one recorded line; tracebacks on request
         from ufarsap_engine.errors import EngineError
 
