@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_cli, write_corpus
+from helpers import REPO, run_cli, write_corpus
 from ufarsap_engine.alignment.scoring import make_sample, score_batch
 from ufarsap_engine.annotate import annotate, check_annotations, load_annotations, plugin_columns
 from ufarsap_engine.annotate.manifest import MANIFEST, read_manifest

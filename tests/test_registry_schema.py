@@ -27,7 +27,6 @@ from ufarsap_registry.records import Event, Lifecycle, Origin, State
 from ufarsap_engine.errors import UserError
 
 HEAD = "0002"
-NEXT = "0003"  # what the `newer_engine` fixture adds
 
 
 def _snapshot(url):
@@ -89,7 +88,7 @@ def test_migrations_create_exactly_the_models_schema(registry_url):
 
 
 def test_create_false_refuses_an_empty_database(registry_url, tmp_path):
-    with pytest.raises(SchemaOutOfDate, match="has no schema yet.*registry upgrade --registry"):
+    with pytest.raises(SchemaOutOfDate, match="(no registry at|holds no ufarsap-engine registry).*registry upgrade --registry"):
         open_registry(registry_url, create=False)
     if registry_url.startswith("sqlite"):
         assert not (tmp_path / "registry.sqlite").exists()  # no empty file left behind
@@ -113,12 +112,12 @@ def test_newer_schema_raises_too_new_and_changes_nothing(registry_url):
 
 @pytest.fixture
 def newer_engine(tmp_path, monkeypatch):
-    """Pretend to be the next engine version: the real migrations plus one more."""
+    """Pretend to be the next engine version: the real migrations plus a 0003."""
     scripts = tmp_path / "migrations"
     shutil.copytree(Path(ufarsap_registry.__file__).parent / "migrations", scripts,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / f"{NEXT}_note.py").write_text(
-        f'revision = "{NEXT}"\ndown_revision = "{HEAD}"\nbranch_labels = None\ndepends_on = None\n'
+    (scripts / "versions" / "0003_note.py").write_text(
+        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n'
         "import sqlalchemy as sa\nfrom alembic import op\n\n"
         "def upgrade():\n    op.add_column('strategies', sa.Column('note', sa.Text, nullable=True))\n\n"
         "def downgrade():\n    op.drop_column('strategies', 'note')\n"
@@ -139,15 +138,15 @@ def test_older_schema_raises_out_of_date_until_upgraded(registry_url, newer_engi
         open_registry(registry_url)
     shown = sa.make_url(registry_url).render_as_string(hide_password=True)
     assert str(info.value) == (
-        f"registry schema is out of date (rev {HEAD}, this engine needs {NEXT}):"
+        f"registry schema is out of date (rev 0002, this engine needs 0003):"
         f" run `ufarsap-engine registry upgrade --registry {shown}`"
     )
     assert "\n" not in str(info.value)
     if "postgresql" in registry_url:
         assert ":ufarsap@" not in str(info.value) and "***" in str(info.value)
     assert _snapshot(registry_url) == before  # nothing changed
-    assert upgrade(registry_url) == (HEAD, NEXT)
-    assert upgrade(registry_url) == (NEXT, NEXT)
+    assert upgrade(registry_url) == ("0002", "0003")
+    assert upgrade(registry_url) == ("0003", "0003")
     with open_registry(registry_url) as reg:
         assert reg.get(sid).params == {"x": 1}  # data survived the migration
     newer_engine(False)  # back to this engine: the database is now too new for it
@@ -209,8 +208,8 @@ def test_default_url(tmp_path, monkeypatch):
     monkeypatch.delenv("UFARSAP_REGISTRY_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_url() == f"sqlite:///{tmp_path}/strategies_db/registry.sqlite"
-    assert (tmp_path / "strategies_db").is_dir()
-    with open_registry() as reg:
+    assert not (tmp_path / "strategies_db").exists()  # naming it creates nothing
+    with open_registry() as reg:  # a writer creates the folder and the registry
         assert reg.url == default_url()
     assert (tmp_path / "strategies_db" / "registry.sqlite").exists()
     monkeypatch.setenv("UFARSAP_REGISTRY_URL", "sqlite:///elsewhere.db")
@@ -222,4 +221,27 @@ def test_sqlite_connections_are_configured(tmp_path):
         with reg._engine.connect() as conn:
             pragmas = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar()
                        for p in ("journal_mode", "busy_timeout", "foreign_keys")}
-    assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 1000, "foreign_keys": 1}
+
+
+def test_runs_can_end_interrupted_also_after_upgrading_from_0001(registry_url, monkeypatch):
+    """0002 adds the 'interrupted' run status (SIGINT/SIGTERM): a 0001 registry keeps its runs."""
+    from alembic import command
+
+    engine = sa.create_engine(registry_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate.make_config(conn), "0001")
+    finally:
+        engine.dispose()
+    _execute(registry_url, "INSERT INTO runs (id, name, scope, status, config, host, pid, started_at,"
+             " heartbeat_at) VALUES ('r1', 'old', 'default', 'killed', '{}', 'h', 1,"
+             " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    assert upgrade(registry_url) == ("0001", HEAD)
+    with open_registry(registry_url) as reg:
+        run = reg.start_run("new", {})
+        sid = reg.add_strategy(plugins=["a.b"], params={}, origin="manual", run_id=run, state="running")
+        reg.end_run(run, "interrupted")
+        assert reg.get(sid).state == "failed" and reg.get(sid).reason == "run ended (interrupted)"
+    with pytest.raises(sa.exc.IntegrityError):  # the database still checks the status
+        _execute(registry_url, "UPDATE runs SET status = 'paused' WHERE id = 'r1'")

@@ -26,11 +26,9 @@ def init_worker(plugin_params: dict[str, dict[str, Any]]) -> None:
     global _PARAMS
     _PARAMS = plugin_params
     _HOSTS.clear()  # hosts configured with other parameters (an earlier in-process run)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - comes with scikit-learn
-        pass
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one BLAS thread per worker: the workers are the parallelism
 
 
 def host_for(plugins: tuple[str, ...]) -> PluginHost:
