@@ -121,6 +121,7 @@ def check_out_dir(out: str | Path, settings: dict, steps: int, overwrite: bool =
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
+    refuse_if_in_use(out)  # before comparing settings: a live run's directory is simply busy
     if overwrite or not has_run(out):
         return None
     how = (f"give another --out (or none, for a fresh directory), rerun with the old settings to resume it, "
@@ -154,6 +155,27 @@ def start_out_dir(out: str | Path, settings: dict, overwrite: bool = False) -> N
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True), encoding="utf-8")
 
+def _in_use(out: Path, fd: int) -> UserError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    return UserError(f"run directory {out} is in use by pid {holder} (wait for that run to end, "
+                     "or choose another --out)")
+
+
+def refuse_if_in_use(out: str | os.PathLike) -> None:
+    """Raise the "in use by pid N" error if a live process holds ``out``'s lock; takes nothing."""
+    out = Path(out)
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody ever ran here, or it cannot be opened (the real lock says)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(out, fd) from None
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def locked_run_dir(out_dir: str | os.PathLike, on_refusal: Callable[[], None] = lambda: None):
     """Hold the run directory's lock (creating the directory); a second holder gets one line
@@ -169,10 +191,8 @@ def locked_run_dir(out_dir: str | os.PathLike, on_refusal: Callable[[], None] = 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             on_refusal()
-            raise UserError(f"run directory {out} is in use by pid {holder} (wait for that run to end, "
-                            "or choose another --out)") from None
+            raise _in_use(out, fd) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield out
