@@ -35,16 +35,16 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pausable_proxy import PausableProxy  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the test helpers: tampering, fake plugin distributions
@@ -253,62 +253,6 @@ def case_tamper(ctx: Ctx, kind: str) -> Outcome:
     if lines:
         note += f"; {lines[-1][:100]}"
     return Outcome(f"tamper-{kind}", clean, False, note)
-
-
-class PausableProxy:
-    """TCP proxy to the registry server; ``pause()`` stops forwarding (connections hang as if
-    the server were stopped), ``resume()`` carries on."""
-
-    def __init__(self, host: str, port: int):
-        self.target = (host, port)
-        self.running = threading.Event()
-        self.running.set()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def pause(self):
-        self.running.clear()
-
-    def resume(self):
-        self.running.set()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.running.wait()
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                self.running.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
 
 
 def _pg_url() -> str | None:

@@ -4,76 +4,20 @@ in one line what was not recorded. PostgreSQL is "paused" with a loopback TCP pr
 forwarding (as a SIGSTOPped server: connections are accepted, nothing is answered)."""
 
 import json
-import socket
-import threading
+import sys
 import time
 
 import pytest
 import sqlalchemy as sa
 
+from helpers import REPO
 from ufarsap_engine.config import RunConfig
 from ufarsap_engine.run import execute, prepare
 
+sys.path.insert(0, str(REPO / "scripts"))
+from pausable_proxy import PausableProxy  # noqa: E402
+
 pytestmark = pytest.mark.postgres
-
-
-class PausableProxy:
-    """Forwards 127.0.0.1:port to the PostgreSQL server; ``pause()`` freezes every byte."""
-
-    def __init__(self, host: str, port: int):
-        self.target = (host, port)
-        self.running = threading.Event()
-        self.running.set()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def pause(self):
-        self.running.clear()
-
-    def resume(self):
-        self.running.set()
-
-    def close(self):
-        self.running.set()
-        for s in [self.server, *self.socks]:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
-
-    def _connect(self, client):
-        self.running.wait()
-        upstream = socket.create_connection(self.target)
-        self.socks += [client, upstream]
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                self.running.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
