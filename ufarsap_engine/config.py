@@ -109,6 +109,8 @@ class RunConfig(BaseModel):
     round_steps: int = Field(100, ge=1, description="steps in a long-horizon round")
     probe_documents: int = Field(64, ge=0, description="documents held out of training and scored every round")
     batch_samples: int = Field(8, ge=1, description="samples scored per step in hook-only mode")
+    annotate_workers: int = Field(2, ge=0, description="processes annotating raw training data ahead of the steps "
+                                                       "(0: a thread of the training process)")
     train_model: bool = Field(True, description="False: run the plugin hooks without a model update")
     evolve: bool = Field(False, description="run an evolution round at every round boundary")
     evolution: dict[str, Any] = Field(default_factory=dict, description="EvolutionConfig settings")

@@ -75,6 +75,7 @@ class PreparedRun:
     samples: list  # hook-only: the data; with a model: the held-out probe documents
     settings: dict = field(default_factory=dict)  # what run_settings.json records (see run_dir.py)
     resume_step: int | None = None  # the checkpoint step the run continues from; None: from the start
+    annotations: dict | None = None  # where the step reads its short-horizon scores (annotation_spec)
 
 
 def prepare(cfg: RunConfig) -> PreparedRun:
@@ -113,10 +114,36 @@ def prepare(cfg: RunConfig) -> PreparedRun:
         else:
             from ufarsap_engine.trainer.data import split_holdout
             samples = [make_sample(str(d.doc_id), d.text) for d in split_holdout(trainer[2])[1]]
+        annotations = annotation_spec(cfg, host, plugin_params) if trainer else None
     except BaseException:
         registry.close()
         raise
-    return PreparedRun(cfg, registry, choice, host, plugin_params, trainer, samples, settings, resume_step)
+    return PreparedRun(cfg, registry, choice, host, plugin_params, trainer, samples, settings, resume_step,
+                       annotations=annotations)
+
+
+ANNOTATIONS = "annotations"
+
+
+def annotation_spec(cfg: RunConfig, host: PluginHost, plugin_params: dict) -> dict | None:
+    """Where the training step reads its short-horizon scores: ``--data DIR`` written by
+    ``ufarsap-engine annotate`` (checked here: missing or stale columns are one line), else
+    ``OUT/annotations``, which the run fills in the background ahead of its steps (resumable and
+    reused by the next run on the same data). Plugins whose scores depend on more than the text
+    (``stateless=False``) are left out: the step still scores those itself."""
+    from ufarsap_engine.annotate import check_annotations
+    from ufarsap_engine.annotate.columns import served_scales
+    from ufarsap_engine.trainer.data import detect_format
+
+    plugins = [n for n, info in host.info.items() if info.stateless and served_scales(info)]
+    if not plugins:
+        return None
+    params = {n: plugin_params.get(n, {}) for n in plugins}
+    if cfg.data and Path(cfg.data).is_dir() and detect_format(Path(cfg.data)) == "annotation":
+        check_annotations(cfg.data, plugins, params)
+        return {"dir": str(Path(cfg.data).resolve()), "plugins": plugins, "annotate": False}
+    return {"dir": str(Path(cfg.out).resolve() / ANNOTATIONS), "plugins": plugins, "annotate": True,
+            "data": cfg.data, "plugin_params": params, "workers": cfg.annotate_workers}
 
 
 def trainer_configs(cfg: RunConfig):
@@ -172,7 +199,8 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
         reason=f"run of active strategy {parent}" if parent else f"plugins chosen by {choice.source}")
     runtime_args = dict(run_config=public_cfg, plugins=host.names,
                         plugin_params=prepared.plugin_params, run_id=run_id, strategy_id=strategy_id,
-                        registry_url=registry.url, follow_registry=choice.source != "flag")
+                        registry_url=registry.url, follow_registry=choice.source != "flag",
+                        annotations=prepared.annotations)
     t0 = time.perf_counter()
     status, last, training, stopped = "failed", {}, None, None
     try:
@@ -338,8 +366,11 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
     if cfg.nproc == 1:
         runtime = AlignmentRuntime(**runtime_args, host=prepared.host)
         train_cfg = train_cfg.model_copy(update={"progress": False})
-        return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
-                            callbacks=[runtime, progress])
+        try:
+            return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
+                                callbacks=[runtime, progress])
+        finally:
+            runtime.stop_annotation(warn=False)
     spec = worker.RunSpec(
         model=model_cfg, train=train_cfg, data=data_spec,
         objective=worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_objective",

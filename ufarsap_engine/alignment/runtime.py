@@ -64,7 +64,8 @@ class AlignmentRuntime:
 
     def __init__(self, run_config: dict, plugins: list[str], plugin_params: dict, probe: list[dict],
                  run_id: str = "", strategy_id: int | None = None, registry_url: str | None = None,
-                 follow_registry: bool = False, host: PluginHost | None = None):
+                 follow_registry: bool = False, host: PluginHost | None = None,
+                 annotations: dict | None = None):
         self.cfg = RunConfig.model_validate(run_config)
         self.host = host if host is not None else load_host(self.cfg, plugins, plugin_params)
         self.tracker = AlignmentTracker(self.cfg.window_steps)
@@ -80,6 +81,8 @@ class AlignmentRuntime:
         self.probe_metrics: dict[str, float] = {}
         self.round_metrics: dict[str, float] = {}
         self.evolution = None
+        self.annotations = annotations  # {"dir", "plugins", "annotate": bool, "data", "workers"} or None
+        self.background = None
         self.objective = self._build_objective()
 
     def _build_objective(self):
@@ -104,6 +107,7 @@ class AlignmentRuntime:
     # -- trainer callback protocol ------------------------------------------------------------
     def on_train_start(self, state) -> None:
         self.tracker.state.step = state.step
+        self._read_annotations(state)
         self.host.call("ufarsap_run_start", run=self.context, state=self.tracker.state)
 
     def on_step_end(self, step: int, metrics: dict[str, Any]):
@@ -218,7 +222,43 @@ class AlignmentRuntime:
                          installed=installed)
 
     def on_train_end(self, summary: dict) -> None:
+        self.stop_annotation()
         self.host.call("ufarsap_run_end", run=self.context, summary=summary)
+
+    # -- the short horizon: read from an annotation, never scored in the step -------------------
+    def _read_annotations(self, state) -> None:
+        """Give the objective the annotation to read; on raw data, global rank 0 first starts
+        annotating it in the background, shards in the order the steps will need them."""
+        spec = self.annotations
+        if not spec or not spec.get("plugins") or not hasattr(self.objective, "use_annotations"):
+            return
+        from ufarsap_engine.annotate.table import AnnotationTable
+
+        if spec.get("annotate") and _is_rank0() and self.background is None:
+            from ufarsap_engine.annotate.background import BackgroundAnnotation, need_order
+
+            data = state.data
+            order = need_order(data.ds, data.seed, data.consumed, state.train_cfg.steps - state.step,
+                               data.global_batch)
+            self.background = BackgroundAnnotation(spec["dir"], spec["plugins"], spec.get("plugin_params", {}),
+                                                   spec.get("data"), spec.get("workers", 2), order)
+        self.objective.use_annotations(AnnotationTable(spec["dir"], spec["plugins"]))
+
+    def stop_annotation(self, warn: bool = True) -> None:
+        """End a background annotation that is still running (its complete shards stay for the
+        next run). A failure after the last step needed it only costs the next run the rest
+        (``warn``: say so; a run that failed on it has said it already)."""
+        bg, self.background = self.background, None
+        if bg is None:
+            return
+        bg.stop()
+        try:
+            bg.join()
+        except Exception as exc:
+            import sys
+            if warn:
+                print(f"ufarsap-engine: warning: background annotation stopped: {(str(exc).splitlines() or [''])[0]}",
+                      file=sys.stderr, flush=True)
 
     def _heartbeat(self) -> None:
         """Queued to the background writer: a registry outage never stops or blocks a step."""

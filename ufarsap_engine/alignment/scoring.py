@@ -73,12 +73,14 @@ class CellScores:
         return out
 
 
-def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> CellScores:
-    """Call every scale's scoring hook at ``horizon`` on the plugins that serve that cell."""
+def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: AlignmentState,
+                only: list[str] | None = None) -> CellScores:
+    """Call every scale's scoring hook at ``horizon`` on the plugins that serve that cell
+    (``only``: just these of the host's plugins)."""
     cells = CellScores(horizon=horizon, batch=batch)
     for scale in SCALES:
         hook = f"ufarsap_score_{scale}"
-        serving = [n for n, info in host.info.items() if info.serves(scale, horizon)]
+        serving = [n for n, info in host.info.items() if info.serves(scale, horizon) and (only is None or n in only)]
         if not serving:
             continue
         results = host.call(hook, only=serving, expect=ScaleScores, batch=batch, horizon=horizon, state=state)

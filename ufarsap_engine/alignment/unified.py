@@ -23,6 +23,7 @@ what the trainer normalises (see ``trainer/objective.py``).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ufarsap_engine.alignment.emergence import EmergenceTracker
@@ -54,6 +55,7 @@ class UnifiedObjective:
         self.interaction = InteractionNetwork(seed=seed)
         if not cfg.orchestration or cfg.mode != "unified":
             self.orchestrator.logits.requires_grad_(False)
+        self.table = None  # an AnnotationTable once use_annotations() is called
         self.set_host(host)
         self.prev_features: torch.Tensor | None = None
         self.extra_metrics = None  # optional callable: constants to log with every step
@@ -86,65 +88,103 @@ class UnifiedObjective:
         return avail
 
     # -- before the forward pass ----------------------------------------------------------
+    def use_annotations(self, table) -> None:
+        """Read the short-horizon results of ``table``'s plugins from an annotation
+        (:class:`~ufarsap_engine.annotate.table.AnnotationTable`) instead of calling them."""
+        self.table = table
+        self._doc_keys: dict[int, str] = {}
+
+    def _annotated(self, batch, docs: set[int]) -> dict[int, dict]:
+        from ufarsap_engine.annotate.table import document_key
+
+        source = batch.dataset.docs
+        out = {}
+        for d in docs:
+            key = self._doc_keys.get(d)
+            if key is None:
+                doc = source[d]
+                key = self._doc_keys[d] = document_key(doc.text, doc.prompt, doc.messages)
+            entry = self.table.entry(key, str(source[d].doc_id))
+            results = {k: v for k, v in entry["results"].items() if k[0] in self.host.info}
+            out[d] = {**entry, "results": results}
+        return out
+
     def _score_documents(self, batch) -> dict[int, dict]:
+        """Each document's results per (plugin, scale): from the annotation where it has the
+        plugin (no detector call), else scored here through the host (a plugin that a strategy
+        switched to mid-run and the annotation lacks), cached for stateless plugins."""
         docs = {seg.doc_index for row in batch.segments for seg in row}
+        live = [n for n, i in self.host.info.items() if (self.table is None or not self.table.covers(n))
+                and any(i.serves(scale, Horizon.SHORT) for scale in SCALES)]
+        if self.table is not None:
+            annotated = self._annotated(batch, docs)
+            if not live:
+                return annotated
         need = sorted(d for d in docs if d not in self.cache)
         fresh: dict[int, dict] = {}
         if need:
             source = batch.dataset.docs
             samples = [make_sample(str(source[d].doc_id), source[d].text) for d in need]
             cells = score_batch(self.host, TextBatch(samples=samples, step=self.tracker.state.step),
-                                Horizon.SHORT, self.tracker.state)
+                                Horizon.SHORT, self.tracker.state, only=live)
             for i, d in enumerate(need):
-                fresh[d] = {"sample": samples[i], "sentences": samples[i].sentences, "results": {
+                fresh[d] = {"sample": samples[i], "sentences": samples[i].sentences, "checked": {}, "results": {
                     key: (res.sample_scores[i], res.spans[i] if res.spans else None,
                           res.unit_scores[i] if res.unit_scores else None)
                     for key, res in cells.results.items()}}
             if self.cacheable:
                 self.cache.update(fresh)
-        return {d: self.cache.get(d) or fresh[d] for d in docs}
+        scored = {d: self.cache.get(d) or fresh[d] for d in docs}
+        if self.table is None:
+            return scored
+        return {d: {**annotated[d], "results": {**annotated[d]["results"], **scored[d]["results"]}} for d in docs}
 
     def prepare(self, batch) -> dict[str, torch.Tensor]:
+        """The microbatch's plugin results as tensors (built in numpy: one small op per segment
+        and result, turned into tensors once): per scale and paradigm, each label token's
+        misalignment ``mis`` (flagged spans, flagged sentences, or a flagged document's tokens),
+        its document's score, and per row the token-weighted score."""
         b, s = batch.tokens.shape
         scored = self._score_documents(batch)
         threshold = self.cfg.flag_threshold
-        mis = torch.zeros(S, P, b, s)
-        tok_scores, tok_scored = torch.ones(S, P, b, s), torch.zeros(S, P, b, s, dtype=torch.bool)
-        score_sum, score_w = torch.zeros(S, P, b), torch.zeros(S, P, b)
+        mis = np.zeros((S, P, b, s), dtype=np.float32)
+        tok_scores, tok_scored = np.ones((S, P, b, s), dtype=np.float32), np.zeros((S, P, b, s), dtype=bool)
+        score_sum, score_w = np.zeros((S, P, b), dtype=np.float32), np.zeros((S, P, b), dtype=np.float32)
+        char_start, char_end = batch.label_char_start.cpu().numpy(), batch.label_char_end.cpu().numpy()
         for r, row in enumerate(batch.segments):
             for seg in row:
                 entry = scored[seg.doc_index]
-                ntok = float(seg.end - seg.start)
+                a, z = seg.start, seg.end
+                cs, ce = char_start[r, a:z], char_end[r, a:z]
                 for (plugin, scale), (score, spans, units) in entry["results"].items():
-                    if not self._usable(plugin, scale, score, spans, units, entry["sample"]):
-                        continue
-                    if score is None:
+                    if score is None or not self._usable(plugin, scale, score, spans, units, entry):
                         continue
                     si, p = SCALES.index(scale), self.paradigm_index[plugin]
-                    score_sum[si, p, r] += score * ntok
-                    score_w[si, p, r] += ntok
-                    tok_scores[si, p, r, seg.start:seg.end] = score
-                    tok_scored[si, p, r, seg.start:seg.end] = True
+                    score_sum[si, p, r] += score * (z - a)
+                    score_w[si, p, r] += z - a
+                    tok_scores[si, p, r, a:z] = score
+                    tok_scored[si, p, r, a:z] = True
+                    flags = mis[si, p, r, a:z]
                     if si == TOKEN and spans:
-                        flags = batch.span_weights(r, seg.doc_index, spans)
+                        for sp in spans:
+                            hit = (cs < sp.end) & (ce > sp.start)
+                            flags[hit] = np.maximum(flags[hit], sp.severity)
                     elif si == SENTENCE and units:
-                        sents = entry["sentences"] or [(0, len(seg.text))]
-                        flags = batch.span_weights(r, seg.doc_index, [(a, z, 1.0 - u) for (a, z), u in zip(sents, units)
-                                                                      if u < threshold])
+                        for (u0, u1), u in zip(entry["sentences"] or [(0, len(seg.text))], units):
+                            if u < threshold:
+                                hit = (cs < u1) & (ce > u0)
+                                flags[hit] = np.maximum(flags[hit], 1.0 - u)
                     elif score < threshold:
-                        flags = torch.zeros(s)
-                        flags[seg.start:seg.end] = 1.0 - score
-                    else:
-                        continue
-                    mis[si, p, r] = torch.maximum(mis[si, p, r], flags)
-        row_scores = torch.where(score_w > 0, score_sum / score_w.clamp(min=1.0), torch.ones_like(score_sum))
-        device = batch.tokens.device
+                        np.maximum(flags, 1.0 - score, out=flags)
+        row_scores = np.where(score_w > 0, score_sum / np.maximum(score_w, 1.0), 1.0).astype(np.float32)
         # Each token's paradigm score: its document's score, averaged over the scales that scored it.
         n_scored = tok_scored.sum(0)
-        token_scores = torch.where(n_scored > 0, (tok_scores * tok_scored).sum(0) / n_scored.clamp(min=1), 1.0)
-        return {"mis": mis.to(device), "row_scores": row_scores.to(device), "row_scored": (score_w > 0).to(device),
-                "token_scores": token_scores.to(device),
-                **{f"metric/{k}": torch.tensor(v, device=device) for k, v in self._plugin_metrics(scored).items()}}
+        token_scores = np.where(n_scored > 0, (tok_scores * tok_scored).sum(0) / np.maximum(n_scored, 1), 1.0)
+        device = batch.tokens.device
+        as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
+        return {"mis": as_tensor(mis), "row_scores": as_tensor(row_scores), "row_scored": as_tensor(score_w > 0),
+                "token_scores": as_tensor(token_scores.astype(np.float32)),
+                "plugin_metrics": self._plugin_metrics(scored)}
 
     def _plugin_metrics(self, scored: dict[int, dict]) -> dict[str, float]:
         """Per plugin and scale, over this microbatch's documents: the mean score
@@ -164,16 +204,22 @@ class UnifiedObjective:
             out[f"flagged.{plugin}.{scale}"] = flagged / n
         return out
 
-    def _usable(self, plugin: str, scale: str, score, spans, units, sample) -> bool:
-        """Check a (possibly cached) result where it becomes weights: a plugin that changed it
-        after it was returned is reported (strict: the run stops; tolerant: quarantined)."""
+    def _usable(self, plugin: str, scale: str, score, spans, units, entry: dict) -> bool:
+        """Check a result where it becomes weights (once per document and result): a plugin that
+        changed it after it was returned, or an annotation edited on disk, is reported (strict:
+        the run stops; tolerant: the plugin is quarantined)."""
         if plugin in self.host.quarantined:
             return False
-        problem = check_sample(score, spans, units, sample, sample.sample_id)
-        if problem:
-            self.host.fail(plugin, f"ufarsap_score_{scale}", f"{problem} (changed after it was returned)")
-            return False
-        return True
+        checked = entry.setdefault("checked", {})
+        if (plugin, scale) not in checked:
+            sample = entry["sample"]
+            problem = check_sample(score, spans, units, sample, sample.sample_id)
+            if problem:
+                where = "in its annotation" if self.table is not None and self.table.covers(plugin) else \
+                    "changed after it was returned"
+                self.host.fail(plugin, f"ufarsap_score_{scale}", f"{problem} ({where})")
+            checked[(plugin, scale)] = problem is None
+        return checked[(plugin, scale)]
 
     # -- inside the loss function ----------------------------------------------------------
     def _active_paradigms(self, present: torch.Tensor) -> dict[int, float]:
@@ -289,13 +335,17 @@ class UnifiedObjective:
             if flags.sum() > 0:
                 metrics[f"flagged_p.{scale}"] = ((flags * q).sum() / flags.sum()).detach()
         metrics["lm_loss_kept"] = (lm / (lm_weight * mask).sum().clamp(min=1.0)).detach()  # LM loss on kept tokens
-        metrics.update({k[len("metric/"):]: v for k, v in prepared.items() if k.startswith("metric/")})
+        metrics.update(prepared["plugin_metrics"])
         metrics["lm_token_weight"] = ((lm_weight * mask).sum() / ntok.clamp(min=1.0)).detach()  # 1 = all tokens in L_LM
         metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
-        extra = {**self.orchestrator.weight_table(avail), **(self.extra_metrics() if self.extra_metrics else {})}
-        for k, v in extra.items():
-            metrics[k] = torch.tensor(float(v))
         return total, ntok.to(torch.int), metrics
+
+    def step_metrics(self) -> dict[str, float]:
+        """Logged once per step (the same on every rank): the orchestrator's cell weights and the
+        runtime's constants (a(t), emergence, probe results, active plugins)."""
+        avail = self.available.to(self.orchestrator.logits.device)
+        return {**{k: float(v) for k, v in self.orchestrator.weight_table(avail).items()},
+                **(self.extra_metrics() if self.extra_metrics else {})}
 
     def observe_step(self, metrics: dict) -> None:
         """After each step (all ranks, reduced metrics): remember the node features the

@@ -39,13 +39,18 @@ Doc = tuple[str, str, "str | None", "list[dict] | None"]
 def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | None = None, workers: int = 2,
              batch_size: int = 64, shard_size: int | None = None, plugin_params: dict[str, dict] | None = None,
              progress: Callable[[int, int], None] | None = None,
-             note: Callable[[str], None] | None = None) -> dict[str, Any]:
+             note: Callable[[str], None] | None = None, need_first: list[str] | None = None,
+             stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Annotate ``data`` (a .txt/.jsonl file or saved HF dataset; None: the embedded corpus)
     with ``plugins`` into ``out``; returns a summary. ``workers=0`` scores in this process.
 
     ``shard_size`` (documents per shard) defaults to the existing annotation's, else 1024.
     ``progress(done, total)`` is called with document counts; ``note(line)`` for what the run
-    decided (reused, stale, resumed). Raises ``UserError`` for bad input, leaving ``out`` as it was.
+    decided (reused, stale, resumed). ``need_first``: content hashes in the order a trainer will
+    need them; shards are then scored in that order (a trainer reading behind waits least).
+    ``stop()`` true: finish the batches in flight and return early (complete shards are kept;
+    the next run resumes from them).
+    Raises ``UserError`` for bad input, leaving ``out`` as it was.
     """
     if workers < 0 or batch_size < 1 or (shard_size is not None and shard_size < 1):
         raise UserError("--workers must be >= 0, --batch-size and shard size >= 1")
@@ -106,10 +111,12 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
             if need:
                 rows = [r for r in range(a, b) if any(hashes[r] not in cache.get(n, {}) for n in need)]
                 todo.append((i, need, rows))
+        if need_first:
+            todo.sort(key=_first_need(need_first, hashes, spans))
         total = sum(len(rows) for _, _, rows in todo)
         scored = {n: 0 for n in names}
         timing = _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_size, params, scales,
-                           names, total, scored, progress)
+                           names, total, scored, progress, stop or (lambda: False))
         _prune(root, manifest)
 
     for n in names:
@@ -126,6 +133,16 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
         "docs_per_s": round(total / timing["scoring_s"], 1) if total and timing["scoring_s"] > 0 else None,
         "wall_s": round(time.perf_counter() - t_start, 3),
     }
+
+
+def _first_need(order: list[str], hashes: list[str], spans: list[tuple[int, int]]):
+    """Sort key of a ``todo`` entry: when the trainer first needs one of its shard's documents."""
+    rank: dict[str, int] = {}
+    for k, h in enumerate(order):
+        rank.setdefault(h, k)
+    never = len(order)
+    firsts = [min((rank.get(hashes[r], never) for r in range(a, b)), default=never) for a, b in spans]
+    return lambda task: firsts[task[0]]
 
 
 def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales, params, installed, note):
@@ -173,7 +190,7 @@ def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales
 
 
 def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_size, params, scales, names,
-              total, scored, progress) -> dict[str, float]:
+              total, scored, progress, stop) -> dict[str, float]:
     """Score the rows of every (shard, plugins, rows) in ``todo`` in batches; write each shard's
     columns (fresh scores, plus rows reused from ``cache`` by content hash) once it is complete."""
     t0 = time.perf_counter()
@@ -219,6 +236,8 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
         _raise_if_failed(*worker.score_docs(busy, [("warm-up", "A short warm-up sentence.", None, None)]))
         startup = time.perf_counter() - t0
         for i, need, rows in tasks:
+            if stop():
+                break
             cols, info = worker.score_docs(*batch(need, rows))
             _raise_if_failed(cols, info)
             collect(i, rows, cols, info)
@@ -244,7 +263,8 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
                     cols, info = f.result()
                     _raise_if_failed(cols, info)
                     collect(i, rows, cols, info)
-                    _submit(pool, queue, inflight, batch)
+                    if not stop():
+                        _submit(pool, queue, inflight, batch)
         except BrokenProcessPool:
             raise EngineFailure("an annotation worker process died (out of memory or killed); "
                                 "rerun the same command to resume") from None

@@ -198,11 +198,34 @@ def _read_hf(path: Path, spec: DataSpec) -> Iterator[Document]:
         yield _render_record(rec, f"{path}[row {i}]", spec, i)
 
 
+def _read_annotation(path: Path, spec: DataSpec) -> Iterator[Document]:
+    """The documents of an annotation directory (``ufarsap-engine annotate --out``), rendered
+    back from the stored text, prompt and turns exactly as they were read when annotated."""
+    from ufarsap_engine.annotate import load_annotations
+
+    base = load_annotations(path, plugins=[])
+    for i, row in enumerate(base):
+        if row["messages"]:
+            rec = {"id": row["id"], "messages": row["messages"]}
+        elif row["prompt"] is not None:
+            prompt, text = row["prompt"], row["text"]
+            sep = "" if (not prompt or prompt[-1].isspace()) else "\n"
+            rec = {"id": row["id"], "prompt": prompt, "response": text[len(prompt) + len(sep):]}
+        else:
+            rec = {"id": row["id"], "text": row["text"]}
+        yield _render_record(rec, f"{path}[row {i}]", spec.model_copy(update={"text_field": "text"}), i)
+
+
 def detect_format(path: Path) -> str:
     if path.is_dir():
+        from ufarsap_engine.annotate.manifest import MANIFEST
+
+        if (path / MANIFEST).exists():
+            return "annotation"
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return "hf"
-        raise UserError(f"{path} is a directory but not a Hugging Face dataset saved on disk")
+        raise UserError(f"{path} is a directory but neither an annotation (`ufarsap-engine annotate --out`) nor "
+                        "a Hugging Face dataset saved on disk")
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
     return "text"
@@ -246,6 +269,8 @@ def read_documents(spec: DataSpec) -> list[Document]:
         reader = _read_jsonl(path, spec)
     elif fmt == "hf":
         reader = _read_hf(path, spec)
+    elif fmt == "annotation":
+        reader = _read_annotation(path, spec)
     else:
         reader = _read_text(path)
     docs = []

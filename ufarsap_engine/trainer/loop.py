@@ -74,24 +74,31 @@ class TrainState:
 
 
 def _loss_func(objective, mb: Batch, prepared: dict, output_tensor: torch.Tensor):
-    """Megatron loss function (last stage): objective loss + cloned metrics."""
+    """Megatron loss function (last stage): objective loss + this microbatch's metrics.
+
+    The metrics travel as ONE detached vector (the reserved sums first, then the objective's
+    metrics in ``names`` order): a handful of tensor ops per microbatch, whatever the number of
+    metrics, which on CPU is most of what reporting them costs."""
     ce = output_tensor.float()
     mask = mb.loss_mask.float()
     loss_sum, num_tokens, metrics = objective.loss(
         ce, mask, prepared, ModelOutputs(token_logprobs=-ce, batch=mb)
     )
-    # .clone(): the schedule divides the returned loss in place; a metric that shares its
+    metrics = metrics or {}
+    clash = [k for k in metrics if k in _RESERVED]
+    if clash:
+        raise ValueError(f"objective metric name {clash[0]!r} is reserved")
+    tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
+    floats = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
+    parts = [loss_sum.detach().float().reshape(1), num_tokens.detach().float().reshape(1),
+             (ce.detach() * mask).sum().reshape(1), mask.sum().reshape(1)]
+    if tensors:
+        parts.append(torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).to(ce.device))
+    if floats:
+        parts.append(torch.tensor(list(floats.values()), dtype=torch.float32, device=ce.device))
+    # .clone() via cat: the schedule divides the returned loss in place; a metric that shared its
     # storage would be silently scaled.
-    report = {
-        "_loss_sum": loss_sum.detach().clone().float().reshape(()),
-        "_num_tokens": num_tokens.detach().clone().float().reshape(()),
-        "_lm_sum": (ce.detach() * mask).sum().clone().reshape(()),
-        "_lm_tokens": mask.sum().clone().reshape(()),
-    }
-    for k, v in (metrics or {}).items():
-        if k in _RESERVED:
-            raise ValueError(f"objective metric name {k!r} is reserved")
-        report[k] = torch.as_tensor(v).detach().clone().float().reshape(())
+    report = {"vector": torch.cat(parts), "names": (*_RESERVED, *tensors, *floats)}
     return loss_sum, num_tokens.to(torch.int).reshape(()), report
 
 
@@ -112,32 +119,36 @@ def _reduce_metrics(state: TrainState, store: list[dict]) -> dict[str, float]:
         # Each metric is the mean over the microbatches that report it (counts kept per name), so
         # one that only some microbatches have (e.g. a plugin's score where it scored something)
         # is not diluted by the others.
-        names = sorted({k for d in store for k in d if k not in _RESERVED})
+        rows = [(d["names"], d["vector"].double().cpu().tolist()) for d in store]
+        names = sorted({k for n, _ in rows for k in n if k not in _RESERVED})
         if state.info.dp > 1:  # the same names, in the same order, on every data-parallel rank
             boxes: list = [None] * state.info.dp
             dist.all_gather_object(boxes, names, group=ps.get_data_parallel_group())
             names = sorted(set().union(*boxes))
         r, n = len(_RESERVED), len(names)
-        vec = torch.zeros(r + 2 * n, dtype=torch.float64)
-        for d in store:
-            for i, k in enumerate(_RESERVED):
-                vec[i] += d[k].double().cpu()
-            for j, k in enumerate(names):
-                if k in d:
-                    vec[r + j] += d[k].double().cpu()
-                    vec[r + n + j] += 1.0
+        slot = {k: i for i, k in enumerate(names)}
+        vec = [0.0] * (r + 2 * n)
+        for row_names, values in rows:
+            for k, v in zip(row_names, values):
+                if k in _RESERVED:
+                    vec[_RESERVED.index(k)] += v
+                else:
+                    vec[r + slot[k]] += v
+                    vec[r + n + slot[k]] += 1.0
+        vec = torch.tensor(vec, dtype=torch.float64)
         if state.info.dp > 1:
             dev_vec = vec.to(state.info.device)
             dist.all_reduce(dev_vec, group=ps.get_data_parallel_group())
             vec = dev_vec.cpu()
-        loss_sum, ntok, lm_sum, lm_tok = (float(x) for x in vec[: len(_RESERVED)])
+        vec = vec.tolist()
+        loss_sum, ntok, lm_sum, lm_tok = vec[:r]
         out = {
             "loss": loss_sum / max(ntok, 1.0),
             "lm_loss": lm_sum / max(lm_tok, 1.0),
             "loss_tokens": ntok,
         }
         for j, k in enumerate(names):
-            out[k] = float(vec[r + j]) / max(float(vec[r + n + j]), 1.0)
+            out[k] = vec[r + j] / max(vec[r + n + j], 1.0)
     if state.info.pp > 1:
         box = [out]
         dist.broadcast_object_list(
@@ -208,6 +219,9 @@ def train_step(state: TrainState) -> dict[str, float]:
         forward_only=False,
     )
     metrics = _reduce_metrics(state, store)
+    step_metrics = getattr(state.objective, "step_metrics", None)
+    if callable(step_metrics):  # values the same on every rank and microbatch: logged once, not reduced
+        metrics.update(step_metrics())
     _step_extra_modules(state, metrics["loss_tokens"])
 
     state.scheduler.step(1)
