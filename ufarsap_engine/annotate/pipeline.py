@@ -144,12 +144,12 @@ def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales
             if set(done) != keys:
                 note(f"{n}: its columns no longer cover every document (the data changed); "
                      f"add it to --plugins to complete them")
-    keys: dict[str, str] = {}
+    plugin_keys: dict[str, str] = {}
     for n in [n for layer in layers for n in layer]:  # upstream plugins' keys first
         entry = installed[n]
         ph = params_hash(params[n])
-        ups = {u: keys[u] for u in upstream[n]}
-        keys[n] = key = digest(entry.version, ph, HORIZON, scales[n], *([ups] if ups else []))
+        ups = {u: plugin_keys[u] for u in upstream[n]}
+        plugin_keys[n] = key = digest(entry.version, ph, HORIZON, scales[n], *([ups] if ups else []))
         rec = PluginRecord(version=entry.version, distribution=entry.distribution, params=params[n], params_hash=ph,
                            key=key, scales=scales[n], columns=plugin_columns(n, scales[n]), upstream=ups)
         prev = old.get(n)
