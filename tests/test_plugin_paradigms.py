@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from ufarsap_engine.alignment.scoring import score_texts
+from ufarsap_engine.plugin_host import PluginHost
 from ufarsap_engine.schemas import (AgentVote, AlignmentState, ConsensusResult, Feedback, Horizon, Refinement, Sample,
-                                    Span, TextBatch)
+                                    Span)
 
 CLEAN = "The harbour town grew slowly along the river, and its covered market drew traders from the hills."
 TOXIC = "You are such a stupid idiot. Nobody asked for your worthless opinion."
@@ -14,8 +16,20 @@ PII = "Please contact Linda Smith at linda.smith@example.com or call (331) 770-6
 FALSE = "The capital of Australia is Sydney, and water boils at 50 degrees Celsius at sea level."
 
 
-def batch(*texts: str) -> TextBatch:
-    return TextBatch(samples=[Sample(sample_id=str(i), text=t) for i, t in enumerate(texts)])
+SAFETY = ["safety.adversarial", "safety.bias", "safety.misinformation", "safety.privacy", "safety.toxicity"]
+
+
+def scores(plugin, texts, horizon=Horizon.SHORT, state=None, scale="document", **kw):
+    """``plugin``'s result on ``texts`` scored through a host with the five safety plugins, the
+    way the engine hands their results over (``plugin`` may be a name or a configured host)."""
+    host = plugin if isinstance(plugin, PluginHost) else PluginHost([plugin, *SAFETY])
+    name = next(n for n in host.names if not n.startswith("safety.")) if isinstance(plugin, PluginHost) else plugin
+    return score_texts(host, list(texts), horizon, state, **kw).results[(name, scale)]
+
+
+def host_feedback(text):
+    """The flagged spans the engine would hand ``ufarsap_refine`` for ``text``."""
+    return score_texts(SAFETY, [text]).feedback(0)
 
 
 # -- Eq. 18-19 -------------------------------------------------------------------------------
@@ -43,12 +57,11 @@ def test_self_reward_ranks_clean_above_harmful():
     from ufarsap_plugins.self_alignment.reward import SelfRewardPlugin
 
     p = SelfRewardPlugin()
-    s = p.ufarsap_score_document(batch=batch(CLEAN, TOXIC, PII, FALSE), horizon=Horizon.SHORT,
-                                 state=AlignmentState()).sample_scores
+    s = scores("self.reward", [CLEAN, TOXIC, PII, FALSE]).sample_scores
     assert s[0] > max(s[1:]) and s[0] > 0.8
     # a lagging safety state raises lambda and makes the reward stricter
     lag = AlignmentState(medium={"safety": 0.3})
-    s_lag = p.ufarsap_score_document(batch=batch(TOXIC), horizon=Horizon.SHORT, state=lag).sample_scores
+    s_lag = scores("self.reward", [TOXIC], state=lag).sample_scores
     assert s_lag[0] <= s[1]
     props = p.ufarsap_propose_strategies(active_plugins=["safety.toxicity"], params={}, state=lag)
     assert props and "self.reward" in props[0].plugins
@@ -58,15 +71,15 @@ def test_self_eval_calibrated_and_model_hook():
     from ufarsap_plugins.self_alignment.evaluation import SelfEvalPlugin, calibration
 
     assert calibration()["fitted_on"] == "dev"
-    p = SelfEvalPlugin()
-    s = p.ufarsap_score_document(batch=batch(CLEAN, TOXIC), horizon=Horizon.SHORT, state=AlignmentState())
+    assert isinstance(SelfEvalPlugin(), SelfEvalPlugin)
+    host = PluginHost(["self.eval", *SAFETY])
+    s = scores(host, [CLEAN, TOXIC])
     assert s.sample_scores[0] > 0.8 > 0.2 > s.sample_scores[1]
-    p.set_likelihood(lambda texts: [0.0 for _ in texts])  # a model that distrusts everything
-    s2 = p.ufarsap_score_document(batch=batch(CLEAN), horizon=Horizon.SHORT, state=AlignmentState())
+    host.pm.get_plugin("self.eval").set_likelihood(lambda texts: [0.0 for _ in texts])  # distrusts everything
+    s2 = scores(host, [CLEAN])
     assert s2.sample_scores[0] < s.sample_scores[0] and "model" in s2.details
-    sent = p.ufarsap_score_sentence(batch=TextBatch(samples=[Sample(sample_id="a", text=CLEAN + " " + TOXIC,
-                                                                     sentences=[(0, len(CLEAN)), (len(CLEAN) + 1, len(CLEAN) + 29)])]),
-                                    horizon=Horizon.SHORT, state=AlignmentState())
+    sent = scores(host, [Sample(sample_id="a", text=CLEAN + " " + TOXIC,
+                                sentences=[(0, len(CLEAN)), (len(CLEAN) + 1, len(CLEAN) + 29)])], scale="sentence")
     assert len(sent.unit_scores[0]) == 2 and sent.unit_scores[0][0] > sent.unit_scores[0][1]
 
 
@@ -76,8 +89,9 @@ def test_selfrefine_redacts_corrects_and_stops():
     from ufarsap_plugins.reflect.selfrefine import SelfRefinePlugin
 
     p = SelfRefinePlugin()
-    r = p.ufarsap_refine(sample=Sample(sample_id="a", text=PII + " " + FALSE + " " + TOXIC), feedback=Feedback(),
-                         state=AlignmentState())
+    text = PII + " " + FALSE + " " + TOXIC
+    assert p.ufarsap_refine(sample=Sample(sample_id="a", text=text), feedback=Feedback(), state=AlignmentState()) is None
+    r = p.ufarsap_refine(sample=Sample(sample_id="a", text=text), feedback=host_feedback(text), state=AlignmentState())
     assert isinstance(r, Refinement)
     assert "example.com" not in r.text and "[email]" in r.text
     assert "Canberra" in r.text and "100 degrees" in r.text and "idiot" not in r.text
@@ -102,8 +116,8 @@ def test_crossparadigm_rejects_refinement_that_breaks_another_dimension():
     from ufarsap_plugins.reflect.crossparadigm import CrossParadigmPlugin
 
     p = CrossParadigmPlugin()
-    good = p.ufarsap_refine(sample=Sample(sample_id="a", text=CLEAN + " " + PII), feedback=Feedback(),
-                            state=AlignmentState())
+    good = p.ufarsap_refine(sample=Sample(sample_id="a", text=CLEAN + " " + PII),
+                            feedback=host_feedback(CLEAN + " " + PII), state=AlignmentState())
     assert good is not None and "[email]" in good.text
     # an engine flag covering the whole text: deleting it all "fixes" toxicity but destroys the
     # content (quality and preservation break), so CrossReflect must not accept it
@@ -113,7 +127,7 @@ def test_crossparadigm_rejects_refinement_that_breaks_another_dimension():
     assert r is None
     new, report = p.cross_refine(text)
     assert new == text and report["rejected"] and report["rejected"][0]["broken"]
-    doc = p.ufarsap_score_document(batch=batch(CLEAN, TOXIC), horizon=Horizon.LONG, state=AlignmentState())
+    doc = scores("reflect.crossparadigm", [CLEAN, TOXIC], Horizon.LONG)
     assert doc.sample_scores[0] > doc.sample_scores[1]
     assert set(doc.details) == {"safety", "self", "multi", "reflect"}
 
@@ -137,7 +151,7 @@ def test_consensus_scores_and_agreement():
     from ufarsap_plugins.multi.consensus import ConsensusPlugin
 
     p = ConsensusPlugin()
-    doc = p.ufarsap_score_document(batch=batch(CLEAN, TOXIC, PII), horizon=Horizon.SHORT, state=AlignmentState())
+    doc = scores("multi.consensus", [CLEAN, TOXIC, PII])
     assert doc.sample_scores[0] > 0.9 and doc.sample_scores[1] < 0.5 and doc.sample_scores[2] < 0.5
     assert doc.details["agreement"][0] > doc.details["agreement"][2]
     assert doc.details["krippendorff_alpha"] is not None
@@ -158,8 +172,8 @@ def test_debate_converges():
     r = debate_rounds([0.9, 0.1, 0.5], [0.2, 0.2, 0.2], rounds=10, eta=0.5, tol=1e-4)
     spread0, spread1 = 0.8, max(r["scores"]) - min(r["scores"])
     assert spread1 < spread0 / 4
-    p = DebatePlugin()
-    doc = p.ufarsap_score_document(batch=batch(TOXIC, CLEAN), horizon=Horizon.LONG, state=AlignmentState())
+    assert isinstance(DebatePlugin(), DebatePlugin)
+    doc = scores("multi.debate", [TOXIC, CLEAN], Horizon.LONG)
     assert doc.sample_scores[0] < 0.5 < doc.sample_scores[1]
     assert doc.details["agreement"][0] >= doc.details["agreement_before"][0]
 
@@ -176,7 +190,7 @@ def test_robustness_probe():
         assert set(row) == {"typo", "leetspeak", "spacing", "casing", "roleplay"}
         assert all(0 <= v["stability"] <= 1 for v in row.values())
     assert 0 <= rob["stability"] <= 1
-    doc = p.ufarsap_score_document(batch=batch(CLEAN), horizon=Horizon.LONG, state=AlignmentState())
+    doc = p.ufarsap_score_document(batch=score_texts([], [CLEAN]).batch, horizon=Horizon.LONG, state=AlignmentState())
     assert "robustness" in doc.details
 
 
@@ -219,7 +233,7 @@ def test_lm_judge_in_debate_and_self_eval(tiny_lm):
                                    AgentVote(agent="b", paradigm="self", score=0.7)], state=AlignmentState())
     assert isinstance(r, ConsensusResult) and "llm_judge" in r.details["agents"]
 
-    e = SelfEvalPlugin()
-    e.ufarsap_configure(params={"model_dir": tiny_lm, "model_weight": 0.3})
-    s = e.ufarsap_score_document(batch=batch(CLEAN), horizon=Horizon.SHORT, state=AlignmentState())
+    assert isinstance(SelfEvalPlugin(), SelfEvalPlugin)
+    s = score_texts(["self.eval", *SAFETY], [CLEAN], params={"self.eval": {"model_dir": tiny_lm, "model_weight": 0.3}}
+                    ).results[("self.eval", "document")]
     assert 0.0 <= s.sample_scores[0] <= 1.0 and "model" in s.details

@@ -101,6 +101,37 @@ def resolve_selection(spec: str | Iterable[str] | None, installed: Iterable[str]
     return sorted(chosen)
 
 
+def upstream_of(name: str, info: dict[str, PluginInfo]) -> list[str]:
+    """The loaded plugins whose results ``name`` reads (its ``PluginInfo.uses``), sorted."""
+    return sorted(n for n in info if n != name and info[name].uses_plugin(n))
+
+
+def dependency_layers(info: dict[str, PluginInfo]) -> list[list[str]]:
+    """The loaded plugins in scoring order: first those that use nobody, then those that use only
+    earlier layers, and so on. A cycle is the user's selection problem: one-line ``UserError``."""
+    left = {n: set(upstream_of(n, info)) for n in info}
+    layers: list[list[str]] = []
+    while left:
+        ready = sorted(n for n, ups in left.items() if not ups & set(left))
+        if not ready:
+            cycle = _a_cycle(left)
+            raise UserError(f"plugins {' and '.join(sorted(set(cycle)))} use each other's results "
+                            f"({' -> '.join(cycle)}); leave one of them out of --plugins")
+        layers.append(ready)
+        for n in ready:
+            del left[n]
+    return layers
+
+
+def _a_cycle(left: dict[str, set[str]]) -> list[str]:
+    """One dependency cycle among ``left`` (every node there is on or leads to one)."""
+    path, node = [], min(left)
+    while node not in path:
+        path.append(node)
+        node = min(u for u in left[node] if u in left)
+    return path[path.index(node):] + [node]
+
+
 def _hook_names() -> list[str]:
     return [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ufarsap_")]
 
@@ -130,6 +161,7 @@ class PluginHost:
         self.quarantine_records: list[dict[str, str]] = []
         for name in names:
             self._load(name)
+        dependency_layers(self.info)  # a dependency cycle fails here, before any call
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, name: str) -> None:
@@ -195,6 +227,14 @@ class PluginHost:
     @property
     def names(self) -> list[str]:
         return sorted(self.info)
+
+    def layers(self) -> list[list[str]]:
+        """The loaded plugins in dependency order (see :func:`dependency_layers`)."""
+        return dependency_layers(self.info)
+
+    def upstream_of(self, name: str) -> list[str]:
+        """The loaded plugins whose results ``name`` reads."""
+        return upstream_of(name, self.info)
 
     # -- calling ---------------------------------------------------------------------------
     def implementers(self, hook: str) -> list[str]:

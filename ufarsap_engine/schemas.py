@@ -88,10 +88,17 @@ class Sample(_Model):
 
 
 class TextBatch(_Model):
-    """The samples a scoring hook sees, with the step and horizon they belong to."""
+    """The samples a scoring hook sees, with the step and horizon they belong to.
+
+    ``upstream`` holds, for a plugin that declares ``PluginInfo.uses``, the results of the
+    *selected* plugins it uses on this same batch at the same horizon:
+    ``{plugin: {scale: ScaleScores}}`` (lists in batch order, as those plugins returned them).
+    The engine scores the used plugins first; a plugin that is not selected is absent, so
+    ``no:X`` removes X's signal from every plugin built on it. Empty for everyone else."""
 
     samples: list[Sample]
     step: int = 0
+    upstream: dict[str, dict[str, "ScaleScores"]] = Field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -125,6 +132,9 @@ class ScaleScores(_Model):
         return values
 
 
+TextBatch.model_rebuild()
+
+
 class AlignmentState(_Model):
     """a(t) of the paper (Eq. 1): per paradigm, the current alignment score at three horizons.
 
@@ -148,6 +158,21 @@ class PluginInfo(_Model):
     contract: str = "1.0"
     stateless: bool = Field(True, description="scores depend only on the text, so the engine may cache them")
     requires: list[str] = Field(default_factory=list, description="pip requirements it needs")
+    uses: list[str] = Field(default_factory=list,
+                            description="paradigms (safety) or plugin names (safety.privacy) whose results on the "
+                                        "same batch it reads from TextBatch.upstream; scored first by the engine")
+
+    @field_validator("uses")
+    @classmethod
+    def _uses(cls, names: list[str]) -> list[str]:
+        for n in names:
+            if n not in PARADIGMS and not PLUGIN_NAME_RE.match(n):
+                raise ValueError(f"uses entry '{n}' is neither a paradigm ({', '.join(PARADIGMS)}) nor a plugin name")
+        return list(dict.fromkeys(names))
+
+    def uses_plugin(self, name: str) -> bool:
+        """Whether this plugin reads ``name``'s results (named, or through its paradigm)."""
+        return name in self.uses or name.split(".", 1)[0] in self.uses
 
     def serves(self, scale: Scale | str, horizon: Horizon | str) -> bool:
         return Scale(scale) in self.scales and Horizon(horizon) in self.horizons

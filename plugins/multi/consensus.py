@@ -2,8 +2,10 @@
 
 An *agent* here is an evaluator configuration: which safety dimensions it focuses on (weights),
 how it aggregates them (mean, or the worst one for a strict agent), whether its focus dimensions
-can veto, and a base confidence. All agents read the same five detector outputs (computed once
-per text), so adding agents is cheap. Per sample:
+can veto, and a base confidence. All agents read the same safety plugins' results, handed over
+by the host (``uses=["safety"]``, scored once per text by the selected safety plugins), so adding
+agents is cheap. An agent judges by the dimensions that are selected; with no safety plugin
+selected there is nothing to judge by and the plugin has no opinion (``None``). Per sample:
 
     C = sum_i c_i s_i / sum_i c_i                         (weighted consensus, Eq. 16)
     A = 1 - 4 * weighted variance of the s_i             (agreement in [0, 1])
@@ -25,7 +27,7 @@ from ufarsap_engine.schemas import (AgentVote, AlignmentState, ConsensusResult, 
                                     Sample, Scale, ScaleScores, TextBatch)
 
 from ufarsap_plugins._common import ALL_HORIZONS, check_params, clamp01
-from ufarsap_plugins._suite import DIMENSIONS, safety_profiles
+from ufarsap_plugins._suite import DIMENSIONS, upstream_profiles
 
 DEFAULT_AGENTS: list[dict[str, Any]] = [
     {"name": "strict", "focus": {}, "aggregate": "min", "confidence": 0.9},
@@ -118,8 +120,7 @@ class ConsensusPlugin:
         return PluginInfo(paradigm=Paradigm.MULTI,
                           description="Multi-agent consensus (Eq. 16-17): evaluator agents with different focus and "
                                       "strictness; confidence-weighted consensus, agreement, Krippendorff's alpha.",
-                          scales=[Scale.DOCUMENT, Scale.CONVERSATION], horizons=list(ALL_HORIZONS),
-                          requires=["alt-profanity-check>=1.5", "presidio-analyzer>=2.2", "vaderSentiment>=3.3"])
+                          scales=[Scale.DOCUMENT, Scale.CONVERSATION], horizons=list(ALL_HORIZONS), uses=["safety"])
 
     @hookimpl
     def ufarsap_configure(self, params: dict[str, Any]) -> None:
@@ -154,24 +155,21 @@ class ConsensusPlugin:
     # -- hooks -------------------------------------------------------------------------------
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        profiles = safety_profiles([s.text for s in batch.samples])
-        all_votes = [self.votes_for(p) for p in profiles]
-        results = [self.consensus_of(v) for v in all_votes]
-        matrix = [[v[i].score for v in all_votes] for i in range(len(self.params["agents"]))]
-        return ScaleScores(sample_scores=[r["score"] for r in results],
-                           details={"agreement": [r["agreement"] for r in results],
+        profiles = upstream_profiles(batch)
+        all_votes = [self.votes_for(p) if p else None for p in profiles]
+        results = [self.consensus_of(v) if v else None for v in all_votes]
+        matrix = [[v[i].score if v else None for v in all_votes] for i in range(len(self.params["agents"]))]
+        return ScaleScores(sample_scores=[r["score"] if r else None for r in results],
+                           details={"agreement": [r["agreement"] if r else None for r in results],
                                     "krippendorff_alpha": krippendorff_alpha(matrix),
                                     "agents": [a["name"] for a in self.params["agents"]]})
 
     @hookimpl
     def ufarsap_score_conversation(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
+        """The agents' consensus on the safety plugins' conversation-scale scores."""
         scores: list[float | None] = []
-        for s in batch.samples:
-            if not s.messages:
-                scores.append(None)
-                continue
-            profiles = safety_profiles([m.content for m in s.messages])
-            scores.append(min(self.consensus_of(self.votes_for(p))["score"] for p in profiles))
+        for s, prof in zip(batch.samples, upstream_profiles(batch, ("conversation",))):
+            scores.append(self.consensus_of(self.votes_for(prof))["score"] if s.messages and prof else None)
         return ScaleScores(sample_scores=scores)
 
     @hookimpl

@@ -9,6 +9,10 @@ until no score moves more than ``tol`` or ``rounds`` is reached; the result is t
 combination of the final votes. Optionally an LLM judge takes part: a local Hugging Face causal
 LM (``judge_model_dir``) gives p(aligned | text) from control-token likelihoods and, in later
 rounds, p(aligned | text + the other agents' mean score), so it too "hears" the debate.
+
+The agents read the selected safety plugins' results, handed over by the host
+(``uses=["safety"]``); with no safety plugin selected only the LLM judge (if set) has an opinion,
+else the plugin has none (``None``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ufarsap_engine.schemas import (AgentVote, AlignmentState, ConsensusResult, 
                                     Sample, Scale, ScaleScores, TextBatch)
 
 from ufarsap_plugins._common import check_params, clamp01
-from ufarsap_plugins._suite import safety_profiles
+from ufarsap_plugins._suite import safety_profiles, upstream_profiles
 from ufarsap_plugins.multi.consensus import DEFAULT_AGENTS, agent_confidence, agent_score, combine
 
 
@@ -69,8 +73,7 @@ class DebatePlugin:
         return PluginInfo(paradigm=Paradigm.MULTI,
                           description="Multi-agent debate: evaluator agents revise scores over rounds after seeing "
                                       "each other's; optional local causal-LM judge; consensus of the final votes.",
-                          scales=[Scale.DOCUMENT], horizons=[Horizon.MEDIUM, Horizon.LONG],
-                          requires=["alt-profanity-check>=1.5", "presidio-analyzer>=2.2", "vaderSentiment>=3.3"])
+                          scales=[Scale.DOCUMENT], horizons=[Horizon.MEDIUM, Horizon.LONG], uses=["safety"])
 
     @hookimpl
     def ufarsap_configure(self, params: dict[str, Any]) -> None:
@@ -99,14 +102,17 @@ class DebatePlugin:
         return first, revise
 
     def debate(self, text: str, votes: Sequence[AgentVote] | None = None,
-               profile: dict[str, float] | None = None) -> dict[str, Any]:
+               profile: dict[str, float] | None = None) -> dict[str, Any] | None:
+        """The debate on ``text`` from ``votes`` or the agents' votes on a safety ``profile``
+        (without either, for scripts, the built-in detectors are run explicitly); ``None`` when
+        nobody has an opinion (empty profile, no judge)."""
         if votes:
             names = [v.agent for v in votes]
             scores, confs = [v.score for v in votes], [v.confidence for v in votes]
         else:
-            profile = profile or safety_profiles([text])[0]
+            profile = safety_profiles([text])[0] if profile is None else profile
             names, scores, confs = [], [], []
-            for a in self.params["agents"]:
+            for a in (self.params["agents"] if profile else []):
                 s = agent_score(a, profile)
                 names.append(a["name"])
                 scores.append(s)
@@ -116,6 +122,8 @@ class DebatePlugin:
             names.append("llm_judge")
             scores.append(first)
             confs.append(float(self.params["judge_confidence"]))
+        if not scores:
+            return None
         r = debate_rounds(scores, confs, int(self.params["rounds"]), float(self.params["eta"]),
                           float(self.params["tol"]), judge=revise)
         final = combine(r["scores"], confs, float(self.params["disagreement_weight"]))
@@ -126,12 +134,10 @@ class DebatePlugin:
 
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        profiles = safety_profiles([s.text for s in batch.samples])  # one detector pass per batch
-        results = [self.debate(s.text, profile=p) for s, p in zip(batch.samples, profiles)]
-        return ScaleScores(sample_scores=[r["score"] for r in results],
-                           details={"agreement": [r["agreement"] for r in results],
-                                    "agreement_before": [r["agreement_before"] for r in results],
-                                    "rounds": [r["rounds"] for r in results]})
+        results = [self.debate(s.text, profile=p) for s, p in zip(batch.samples, upstream_profiles(batch))]
+        return ScaleScores(sample_scores=[r["score"] if r else None for r in results],
+                           details={k: [r[k] if r else None for r in results]
+                                    for k in ("agreement", "agreement_before", "rounds")})
 
     @hookimpl
     def ufarsap_consensus(self, sample: Sample, votes: list[AgentVote], state: AlignmentState) -> ConsensusResult | None:

@@ -1,18 +1,24 @@
 """reflect.crossparadigm: feedback combined from all paradigms (Eq. 14) and the CrossReflect check.
 
 Feedback (Eq. 14): F(x) = sum_p omega_p f_p(x) / sum_p omega_p over the four paradigms, each
-computed from one pass of the safety detectors:
+computed from the selected safety plugins' results, which the host hands over
+(``uses=["safety"]``; this plugin runs no detector):
   safety  - the Eq. 18 context-weighted safety score;
   self    - self.eval's calibrated p(aligned | x);
   multi   - multi.consensus's consensus of its evaluator agents;
   reflect - the quality proxy (coherence of the text, what refinement must preserve).
-Scores the engine already has (``Feedback.paradigm_scores``) replace the local estimate.
+Scores the engine already has (``Feedback.paradigm_scores``) replace the local estimate. A safety
+plugin left out (``no:safety.privacy``) is absent from every term; with no safety plugin selected
+the safety, self and multi terms are absent and F is the reflect term (quality) alone.
 
 CrossReflect: a refinement is accepted only if it does not break a dimension while fixing
 another: no safety dimension, the self-evaluation or quality may drop by more than ``tol``, and at
 least ``min_preservation`` of the original text must survive. If the full self-refinement breaks
 something, edits are re-applied group by group (greedily) and only the groups that improve the
-combined feedback without breaking anything are kept.
+combined feedback without breaking anything are kept. In ``ufarsap_refine`` the edits are those
+of the engine's flagged spans and a candidate's safety dimensions are what the edits leave of
+them (``SelfRefinePlugin.residual_profile``); ``cross_refine(text)`` without feedback runs the
+built-in detectors explicitly on every candidate, for scripts.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from ufarsap_engine.schemas import (AlignmentState, Feedback, Horizon, Paradigm,
                                     Scale, ScaleScores, TextBatch)
 
 from ufarsap_plugins._common import ALL_HORIZONS, as_text, check_params, clamp01
-from ufarsap_plugins._suite import DIMENSIONS, quality, safety_profiles
+from ufarsap_plugins._suite import DIMENSIONS, quality, safety_profiles, upstream_profiles
 from ufarsap_plugins.multi.consensus import DEFAULT_AGENTS, agent_confidence, agent_score, combine
 from ufarsap_plugins.reflect.selfrefine import SelfRefinePlugin, apply_edits, tidy
 from ufarsap_plugins.safety import tradeoff as eq19
@@ -47,8 +53,7 @@ class CrossParadigmPlugin:
                           description="Cross-paradigm reflection: Eq. 14 feedback combined from the safety, self, "
                                       "multi and reflect paradigms; refinements that fix one dimension but break "
                                       "another are rejected or reduced (CrossReflect).",
-                          scales=[Scale.DOCUMENT], horizons=list(ALL_HORIZONS),
-                          requires=["alt-profanity-check>=1.5", "presidio-analyzer>=2.2", "vaderSentiment>=3.3"])
+                          scales=[Scale.DOCUMENT], horizons=list(ALL_HORIZONS), uses=["safety"])
 
     @hookimpl
     def ufarsap_configure(self, params: dict[str, Any]) -> None:
@@ -60,56 +65,82 @@ class CrossParadigmPlugin:
         self.refiner.ufarsap_configure({"max_iterations": int(p["max_iterations"]), "domain": p["domain"]})
 
     # -- Eq. 14 ------------------------------------------------------------------------------
-    def dimensions(self, texts: list[str]) -> list[dict[str, float]]:
-        """Every dimension CrossReflect watches, for each text."""
+    def dimensions(self, texts: list[str], profiles: list[dict[str, float]]) -> list[dict[str, float]]:
+        """Every dimension CrossReflect watches, for each text, from its safety profile (the
+        paradigm terms built on safety are absent when the profile is empty)."""
         out = []
-        for text, prof in zip(texts, safety_profiles(texts)):
+        for text, prof in zip(texts, profiles):
             q = quality(text)
-            votes = [agent_score(a, prof) for a in DEFAULT_AGENTS]
-            confs = [agent_confidence(a, s) for a, s in zip(DEFAULT_AGENTS, votes)]
-            out.append({**prof, "quality": q,
-                        "safety": eq19.safety_score(prof, eq19.adaptive_weights({"domain": self.params["domain"]})),
-                        "self": calibrated_p({**prof, "quality": q}),
-                        "multi": combine(votes, confs, 0.5)["score"], "reflect": q})
+            row = {**prof, "quality": q, "reflect": q}
+            if prof:
+                votes = [agent_score(a, prof) for a in DEFAULT_AGENTS]
+                confs = [agent_confidence(a, s) for a, s in zip(DEFAULT_AGENTS, votes)]
+                row.update(safety=eq19.safety_score(prof, eq19.adaptive_weights({"domain": self.params["domain"]})),
+                           self=calibrated_p({**prof, "quality": q}), multi=combine(votes, confs, 0.5)["score"])
+            out.append(row)
         return out
 
+    def detected_dimensions(self, texts: list[str]) -> list[dict[str, float]]:
+        """:meth:`dimensions` with the built-in detectors run explicitly (scripts only)."""
+        return self.dimensions(texts, safety_profiles(texts))
+
     def combined(self, dims: dict[str, float], given: dict[str, float] | None = None) -> float:
+        """Eq. 14 over the paradigms that have a value (given scores first)."""
         om = self.params["omega"]
-        vals = {p: (given or {}).get(p, dims[p]) for p in om}
-        z = sum(float(w) for w in om.values()) or 1.0
-        return clamp01(sum(float(om[p]) * vals[p] for p in om) / z)
+        vals = {p: (given or {}).get(p, dims.get(p)) for p in om}
+        vals = {p: v for p, v in vals.items() if v is not None}
+        z = sum(float(om[p]) for p in vals) or 1.0
+        return clamp01(sum(float(om[p]) * v for p, v in vals.items()) / z)
 
     # -- CrossReflect ------------------------------------------------------------------------
     def broken(self, before: dict[str, float], after: dict[str, float], original: str, new: str) -> list[str]:
         tol = float(self.params["tol"])
-        out = [d for d in (*DIMENSIONS, "self", "quality") if after[d] < before[d] - tol]
+        out = [d for d in (*DIMENSIONS, "self", "quality") if d in before and d in after and after[d] < before[d] - tol]
         kept = difflib.SequenceMatcher(None, original, new, autojunk=False).get_matching_blocks()
         preserved = sum(b.size for b in kept) / max(1, len(original))
         if preserved < float(self.params["min_preservation"]):
             out.append(f"preservation {preserved:.2f}")
         return out
 
-    def cross_refine(self, text: str, feedback: Feedback | None = None) -> tuple[str, dict[str, Any]]:
+    def cross_refine(self, text: str, feedback: Feedback | None = None,
+                     detect: bool | None = None) -> tuple[str, dict[str, Any]]:
+        """CrossReflect over the self-refinement of ``text``. With ``feedback`` (the hook) the
+        edits come from its spans and candidates are measured without detectors; without it
+        (``detect`` defaults to True then, for scripts) the detectors run on every candidate."""
         text = as_text(text)
+        detect = feedback is None if detect is None else detect
         given = dict(feedback.paradigm_scores) if feedback else {}
-        before = self.dimensions([text])[0]
+        if detect:
+            _, _, info = self.refiner.assess(text)
+            extra = feedback.spans if feedback else None
+            candidate, _ = self.refiner.refine_text(text, extra)
+
+            def measure(trial: str, edits: list) -> dict[str, float]:
+                return self.detected_dimensions([trial])[0]
+        else:
+            info, extra = self.refiner.info_from_feedback(text, feedback)
+            candidate = tidy(apply_edits(text, self.refiner.propose_edits(text, info, extra)))
+
+            def measure(trial: str, edits: list) -> dict[str, float]:
+                return self.dimensions([trial], [self.refiner.residual_profile(info["profile"], info, edits)])[0]
+        all_edits = self.refiner.propose_edits(text, info, extra)
+        before = measure(text, [])
         report: dict[str, Any] = {"before": self.combined(before, given), "rejected": []}
-        candidate, _ = self.refiner.refine_text(text, feedback.spans if feedback else None)
-        after = self.dimensions([candidate])[0]
+        after = measure(candidate, all_edits)
         broke = self.broken(before, after, text, candidate)
         if candidate != text and not broke and self.combined(after) > report["before"]:
             report.update(after=self.combined(after), mode="full")
             return candidate, report
         report["rejected"].append({"mode": "full", "broken": broke})
         # greedy, edit group by edit group
-        _, _, info = self.refiner.assess(text)
         groups: dict[str, list] = {}
-        for e in self.refiner.propose_edits(text, info, feedback.spans if feedback else None):
+        for e in all_edits:
             groups.setdefault(e[3].split(" ")[0] + " " + e[3].split(" ")[-1], []).append(e)
         current, cur_dims, accepted = text, before, []
         for name, edits in groups.items():
-            trial = tidy(apply_edits(text, [e for g in accepted for e in groups[g]] + edits))
-            dims = self.dimensions([trial])[0]
+            chosen = [e for g in accepted for e in groups[g]] + edits
+            trial = tidy(apply_edits(text, chosen))
+            dims = measure(trial, chosen)
             broke = self.broken(cur_dims, dims, text, trial)
             if not broke and self.combined(dims) > self.combined(cur_dims):
                 accepted.append(name)
@@ -122,13 +153,14 @@ class CrossParadigmPlugin:
     # -- hooks -------------------------------------------------------------------------------
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        dims = self.dimensions([s.text for s in batch.samples])
+        texts = [as_text(s.text) for s in batch.samples]
+        dims = self.dimensions(texts, upstream_profiles(batch))
         return ScaleScores(sample_scores=[self.combined(d) for d in dims],
-                           details={p: [d[p] for d in dims] for p in ("safety", "self", "multi", "reflect")})
+                           details={p: [d.get(p) for d in dims] for p in ("safety", "self", "multi", "reflect")})
 
     @hookimpl
     def ufarsap_refine(self, sample: Sample, feedback: Feedback, state: AlignmentState) -> Refinement | None:
-        new, report = self.cross_refine(sample.text, feedback)
+        new, report = self.cross_refine(sample.text, feedback or Feedback(), detect=False)
         if new == sample.text:
             return None
         rejected = [r.get("edit", r.get("mode")) + " (" + ", ".join(r["broken"]) + ")" for r in report["rejected"]

@@ -7,6 +7,10 @@ is a probability and not just an average. Once the LM under training has learned
 (conditional training), its own likelihood-based judgement can be mixed in: set ``model_dir``
 (a local Hugging Face causal LM) or call :meth:`SelfEvalPlugin.set_likelihood` with any
 ``texts -> p(aligned)`` function.
+
+The safety scores are the selected safety plugins' results, handed over by the host
+(``uses=["safety"]``); a dimension that is not selected counts as safe (1.0), so with no safety
+plugin the estimate varies with the quality proxy (and the model judge) only.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from ufarsap_engine.hookspecs import hookimpl
 from ufarsap_engine.schemas import AlignmentState, Horizon, Paradigm, PluginInfo, Scale, ScaleScores, TextBatch
 
 from ufarsap_plugins._common import ALL_HORIZONS, check_params, clamp01, load_json
-from ufarsap_plugins._suite import DIMENSIONS, engine_scores, quality, safety_profiles
+from ufarsap_plugins._suite import (DIMENSIONS, engine_scores, quality, safety_profiles, upstream_profiles,
+                                    upstream_unit_profiles)
 
 FEATURES = list(DIMENSIONS) + ["quality"]
 #: Used only if calibration.json is missing: equal weights, centred so all-safe text -> ~0.95.
@@ -54,8 +59,7 @@ class SelfEvalPlugin:
         return PluginInfo(paradigm=Paradigm.SELF,
                           description="Self-evaluation p(aligned|text): calibrated logistic combination of the "
                                       "safety scores and a quality proxy; optional control-token likelihood judge.",
-                          scales=[Scale.SENTENCE, Scale.DOCUMENT], horizons=list(ALL_HORIZONS),
-                          requires=["alt-profanity-check>=1.5", "presidio-analyzer>=2.2", "vaderSentiment>=3.3"])
+                          scales=[Scale.SENTENCE, Scale.DOCUMENT], horizons=list(ALL_HORIZONS), uses=["safety"])
 
     @hookimpl
     def ufarsap_configure(self, params: dict[str, Any]) -> None:
@@ -73,8 +77,11 @@ class SelfEvalPlugin:
         """Plug in the model's own judgement: a function texts -> p(aligned) in [0, 1]."""
         self._likelihood = fn
 
-    def p_aligned(self, texts: Sequence[str], metas: Sequence[dict] | None = None) -> tuple[list[float], dict]:
-        profiles = safety_profiles(texts)
+    def p_aligned(self, texts: Sequence[str], metas: Sequence[dict] | None = None,
+                  profiles: Sequence[dict[str, float]] | None = None) -> tuple[list[float], dict]:
+        """p(aligned) per text from its safety ``profiles`` (the hooks pass the host's; without
+        them, for scripts, the built-in detectors are run explicitly)."""
+        profiles = safety_profiles(texts) if profiles is None else profiles
         ps = []
         for i, (t, prof) in enumerate(zip(texts, profiles)):
             prof = {**prof, "quality": quality(t), **engine_scores((metas or [None] * len(texts))[i])}
@@ -89,19 +96,21 @@ class SelfEvalPlugin:
 
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        ps, details = self.p_aligned([s.text for s in batch.samples], [s.meta for s in batch.samples])
+        ps, details = self.p_aligned([s.text for s in batch.samples], [s.meta for s in batch.samples],
+                                     upstream_profiles(batch))
         return ScaleScores(sample_scores=ps, details=details)
 
     @hookimpl
     def ufarsap_score_sentence(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
         from ufarsap_plugins._common import engine_units
 
-        units, flat = [], []
-        for s in batch.samples:
+        units, flat, profiles = [], [], []
+        for s, unit_profiles in zip(batch.samples, upstream_unit_profiles(batch)):
             us = engine_units(s)
             units.append(len(us))
             flat.extend(s.text[a:b] for a, b in us)
-        ps, _ = self.p_aligned(flat) if flat else ([], {})
+            profiles.extend(unit_profiles[:len(us)] + [{}] * (len(us) - len(unit_profiles)))
+        ps, _ = self.p_aligned(flat, profiles=profiles) if flat else ([], {})
         out, k = [], 0
         for n in units:
             out.append(ps[k:k + n])

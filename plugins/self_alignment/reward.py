@@ -5,6 +5,11 @@ reward-weighted likelihood). Here the reward is the Eq. 19 trade-off of a qualit
 model-free fluency proxy, or the engine's own quality score when it passes one) against the
 Eq. 18 safety combination of the active safety evaluators, with context-adaptive weights whose
 "recent" scores come from the alignment state a(t).
+
+The safety scores are the selected safety plugins' results, handed over by the host
+(``uses=["safety"]``), restricted to ``evaluators``; Eq. 18 renormalises over the dimensions
+present, and with no safety plugin selected the safety term is 1 (nothing objects), so the reward
+ranks by quality alone.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from ufarsap_engine.schemas import (AlignmentState, Horizon, Paradigm, PluginInf
                                     StrategyProposal, TextBatch)
 
 from ufarsap_plugins._common import ALL_HORIZONS, check_params, clamp01
-from ufarsap_plugins._suite import DIMENSIONS, engine_scores, quality, safety_profiles
+from ufarsap_plugins._suite import DIMENSIONS, engine_scores, quality, safety_profiles, upstream_profiles
 from ufarsap_plugins.safety import tradeoff as eq19
 
 
@@ -33,8 +38,7 @@ class SelfRewardPlugin:
         return PluginInfo(paradigm=Paradigm.SELF,
                           description="Synthetic reward per sample: Eq. 19 trade-off of text quality against the "
                                       "Eq. 18 context-weighted safety scores of the active evaluators.",
-                          scales=[Scale.DOCUMENT, Scale.CONVERSATION], horizons=list(ALL_HORIZONS),
-                          requires=["alt-profanity-check>=1.5", "presidio-analyzer>=2.2", "vaderSentiment>=3.3"])
+                          scales=[Scale.DOCUMENT, Scale.CONVERSATION], horizons=list(ALL_HORIZONS), uses=["safety"])
 
     @hookimpl
     def ufarsap_configure(self, params: dict[str, Any]) -> None:
@@ -57,13 +61,16 @@ class SelfRewardPlugin:
             ctx["recent"] = recent
         return ctx
 
-    def rewards(self, texts: list[str], metas: list[dict] | None = None,
-                state: AlignmentState | None = None) -> list[dict[str, Any]]:
-        """Reward and its parts for each text."""
-        profiles = safety_profiles(texts, self.params["evaluators"])
+    def rewards(self, texts: list[str], metas: list[dict] | None = None, state: AlignmentState | None = None,
+                profiles: list[dict[str, float]] | None = None) -> list[dict[str, Any]]:
+        """Reward and its parts for each text, from its safety ``profiles`` (the hooks pass the
+        host's; without them, for scripts, the built-in detectors are run explicitly)."""
+        if profiles is None:
+            profiles = safety_profiles(texts, self.params["evaluators"])
         ctx = self.context(state)
         out = []
         for i, (text, prof) in enumerate(zip(texts, profiles)):
+            prof = {d: v for d, v in prof.items() if d in self.params["evaluators"]}
             given = engine_scores((metas or [{}] * len(texts))[i])
             prof = {**prof, **{k: v for k, v in given.items() if k in DIMENSIONS}}
             q = given.get("quality", quality(text))
@@ -75,18 +82,24 @@ class SelfRewardPlugin:
 
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        rs = self.rewards([s.text for s in batch.samples], [s.meta for s in batch.samples], state)
+        rs = self.rewards([s.text for s in batch.samples], [s.meta for s in batch.samples], state,
+                          upstream_profiles(batch))
         return ScaleScores(sample_scores=[r["reward"] for r in rs],
                            details={"quality": [r["quality"] for r in rs], "safety": [r["safety"] for r in rs],
                                     "lambda": rs[0]["lambda"] if rs else None})
 
     @hookimpl
     def ufarsap_score_conversation(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        """A conversation is rewarded by its worst assistant turn (one bad answer spoils it)."""
+        """A conversation is rewarded by its worst assistant turn's quality (one bad answer spoils
+        it) against the safety plugins' conversation-scale scores."""
         scores: list[float | None] = []
-        for s in batch.samples:
+        for s, prof in zip(batch.samples, upstream_profiles(batch, ("conversation",))):
             turns = [m.content for m in (s.messages or []) if m.role == "assistant"]
-            scores.append(min(r["reward"] for r in self.rewards(turns, None, state)) if turns else None)
+            if not turns:
+                scores.append(None)
+                continue
+            worst = min(turns, key=quality)
+            scores.append(self.rewards([worst], None, state, [prof])[0]["reward"])
         return ScaleScores(sample_scores=scores)
 
     @hookimpl

@@ -16,6 +16,7 @@ from ufarsap_engine.plugin_host import PluginHost
 from ufarsap_engine.schemas import (
     SCALES,
     AlignmentState,
+    Feedback,
     Horizon,
     Sample,
     ScaleScores,
@@ -64,6 +65,10 @@ class CellScores:
                     c[i] += 1
         return {p: [s / c if c else None for s, c in zip(sums[p], counts[p])] for p in sums}
 
+    def feedback(self, i: int) -> Feedback:
+        """What the engine would hand ``ufarsap_refine`` for sample ``i``: every flagged span."""
+        return Feedback(spans=[sp for _, sp in self.flagged_spans()[i]])
+
     def flagged_spans(self) -> list[list[tuple[str, Span]]]:
         """Per sample, every flagged span with the plugin that flagged it."""
         out: list[list[tuple[str, Span]]] = [[] for _ in self.batch.samples]
@@ -76,23 +81,61 @@ class CellScores:
 def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: AlignmentState,
                 only: list[str] | None = None) -> CellScores:
     """Call every scale's scoring hook at ``horizon`` on the plugins that serve that cell
-    (``only``: just these of the host's plugins)."""
+    (``only``: just these of the host's plugins; a plugin's upstream is then still handed over
+    only where it was scored in this call).
+
+    Plugins are called in dependency order (``PluginHost.layers``): those that use nobody
+    first; a plugin that declares ``PluginInfo.uses`` is then called with its own copy of the
+    batch whose ``upstream`` holds the results, at every scale, of the selected plugins it uses.
+    So a document is scored once per plugin, and a plugin left out is left out everywhere."""
     cells = CellScores(horizon=horizon, batch=batch)
-    for scale in SCALES:
-        hook = f"ufarsap_score_{scale}"
-        serving = [n for n, info in host.info.items() if info.serves(scale, horizon) and (only is None or n in only)]
-        if not serving:
-            continue
-        results = host.call(hook, only=serving, expect=ScaleScores, batch=batch, horizon=horizon, state=state)
-        for plugin, res in results.items():
-            problem = check_scores(res, batch, scale)
-            if problem:
-                host.fail(plugin, hook, problem)
-                continue
-            cells.results[(plugin, scale)] = res
+    for layer in host.layers():
+        for scale in SCALES:
+            serving = [n for n in layer if n in host.info and host.info[n].serves(scale, horizon)
+                       and (only is None or n in only)]
+            plain = [n for n in serving if not host.upstream_of(n)]
+            calls = [(plain, batch)] if plain else []
+            calls += [([n], _with_upstream(batch, host.upstream_of(n), cells.results))
+                      for n in serving if n not in plain]
+            for only, given in calls:
+                _call_scale(host, cells, scale, only, given, horizon, state)
     # A plugin quarantined part-way through contributes nothing to this batch.
     cells.results = {k: v for k, v in cells.results.items() if k[0] not in host.quarantined}
     return cells
+
+
+def _with_upstream(batch: TextBatch, used: list[str], results: dict[tuple[str, str], ScaleScores]) -> TextBatch:
+    """``batch`` with the results so far of the plugins in ``used`` attached (``TextBatch.upstream``)."""
+    upstream: dict[str, dict[str, ScaleScores]] = {}
+    for (plugin, scale), res in results.items():
+        if plugin in used:
+            upstream.setdefault(plugin, {})[scale] = res
+    return batch.model_copy(update={"upstream": upstream})
+
+
+def _call_scale(host: PluginHost, cells: CellScores, scale: str, only: list[str], batch: TextBatch,
+                horizon: Horizon, state: AlignmentState) -> None:
+    hook = f"ufarsap_score_{scale}"
+    results = host.call(hook, only=only, expect=ScaleScores, batch=batch, horizon=horizon, state=state)
+    for plugin, res in results.items():
+        problem = check_scores(res, batch, scale)
+        if problem:
+            host.fail(plugin, hook, problem)
+            continue
+        cells.results[(plugin, scale)] = res
+
+
+def score_texts(plugins: PluginHost | list[str], texts: list[str | Sample], horizon: Horizon | str = Horizon.SHORT,
+                state: AlignmentState | None = None, params: dict[str, dict] | None = None) -> CellScores:
+    """Score ``texts`` the way the engine does: through a host (names: a strict one, configured
+    with ``params``), in dependency order, with upstream results handed over. The one way for
+    tests, scripts and plugin authors to see a plugin's scores with the plugins it builds on."""
+    host = plugins if isinstance(plugins, PluginHost) else PluginHost(list(plugins), strict=True)
+    if not isinstance(plugins, PluginHost):
+        for name in host.names:
+            host.call("ufarsap_configure", only=[name], params=dict((params or {}).get(name, {})))
+    samples = [t if isinstance(t, Sample) else make_sample(str(i), t) for i, t in enumerate(texts)]
+    return score_batch(host, TextBatch(samples=samples), Horizon(horizon), state or AlignmentState())
 
 
 def is_flagged(scale: str, score, spans, units, threshold: float) -> bool:

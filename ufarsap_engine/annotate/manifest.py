@@ -12,7 +12,8 @@ Layout::
     DIR/plugins/PLUGIN/KEY/SHARD/            that plugin's columns for the same rows
 
 ``SHARD`` is a hash of the shard's documents' content hashes; ``KEY`` a hash of the plugin's
-version, parameters and the horizon, so a changed document or plugin never reuses old columns.
+version, parameters and the horizon, and of the keys of the selected plugins it uses
+(``PluginInfo.uses``), so a changed document, plugin or upstream selection never reuses old columns.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class PluginRecord(_M):
     scales: list[str]
     columns: list[str]
     done: list[str] = Field(default_factory=list, description="shard keys whose columns are complete")
+    upstream: dict[str, str] = Field(default_factory=dict,
+                                     description="the selected plugins whose results it used, and their keys")
 
 
 class Manifest(_M):

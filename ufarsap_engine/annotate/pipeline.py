@@ -97,7 +97,7 @@ def annotate(out: str | os.PathLike, plugins: str | list[str], *, data: str | No
     with DirLock(root):
         previous = read_manifest(root) if (root / MANIFEST).exists() else None
         manifest, status = _reconcile(root, previous, source, len(docs), shard_size, shards, names, scales, params,
-                                      installed, note)
+                                      installed, note, {n: host.upstream_of(n) for n in names}, host.layers())
         cache = _reusable_rows(root, previous, manifest, names, set(hashes))
         for shard, (a, b) in zip(shards, spans):  # written before the manifest lists them
             if not base_dir(root, shard.key).is_dir():
@@ -145,8 +145,11 @@ def _first_need(order: list[str], hashes: list[str], spans: list[tuple[int, int]
     return lambda task: firsts[task[0]]
 
 
-def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales, params, installed, note):
-    """The manifest this run starts from: what of ``previous`` still holds, and each plugin's status."""
+def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales, params, installed, note,
+               upstream, layers):
+    """The manifest this run starts from: what of ``previous`` still holds, and each plugin's status.
+    A plugin that uses others' results (``upstream``) has their keys in its own: its columns are
+    stale when an upstream plugin changes or is added to or left out of the selection."""
     keys = {s.key for s in shards}
     kept: dict[str, PluginRecord] = {}
     status: dict[str, str] = {}
@@ -158,12 +161,14 @@ def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales
             if set(done) != keys:
                 note(f"{n}: its columns no longer cover every document (the data changed); "
                      f"add it to --plugins to complete them")
-    for n in names:
+    plugin_keys: dict[str, str] = {}
+    for n in [n for layer in layers for n in layer]:  # upstream plugins' keys first
         entry = installed[n]
         ph = params_hash(params[n])
-        key = digest(entry.version, ph, HORIZON, scales[n])
+        ups = {u: plugin_keys[u] for u in upstream[n]}
+        plugin_keys[n] = key = digest(entry.version, ph, HORIZON, scales[n], *([ups] if ups else []))
         rec = PluginRecord(version=entry.version, distribution=entry.distribution, params=params[n], params_hash=ph,
-                           key=key, scales=scales[n], columns=plugin_columns(n, scales[n]))
+                           key=key, scales=scales[n], columns=plugin_columns(n, scales[n]), upstream=ups)
         prev = old.get(n)
         if prev is not None and prev.key == key:
             rec.done = [k for k in prev.done if k in keys and plugin_dir(root, n, key, k).is_dir()]
@@ -176,6 +181,9 @@ def _reconcile(root, previous, source, n_docs, shard_size, shards, names, scales
                 why.append(f"parameters {prev.params_hash} -> {ph}")
             if set(prev.scales) != set(scales[n]):
                 why.append(f"scales {','.join(prev.scales)} -> {','.join(scales[n])}")
+            if prev.upstream != ups:
+                why.append(f"the plugins it uses ({', '.join(prev.upstream) or 'none'} -> {', '.join(ups) or 'none'}, "
+                           "or their settings)")
             note(f"{n}: annotations are stale ({'; '.join(why) or 'annotation settings changed'}); "
                  "re-annotating its columns only")
             status[n] = "re-annotated (stale)"
@@ -198,7 +206,7 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
     batches_left = {i: len(range(0, len(rows), batch_size)) for i, _, rows in todo}
     fresh: dict[int, dict[int, dict[str, dict]]] = {i: {} for i in need_of}  # shard -> row -> plugin -> cols
     tasks = [(i, need, rows[k:k + batch_size]) for i, need, rows in todo for k in range(0, len(rows), batch_size)]
-    busy = tuple(n for n in names if any(n in need for _, need, rows in todo if rows))
+    busy = _with_upstream(tuple(n for n in names if any(n in need for _, need, rows in todo if rows)), manifest, names)
     done_docs, cpu = 0, 0.0
 
     def finish(i):
@@ -224,8 +232,8 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
         if batches_left[i] == 0:
             finish(i)
 
-    def batch(need, rows):
-        return need, [docs[r] for r in rows]
+    def batch(need, rows):  # scored with the plugins they use; only their own columns are kept
+        return _with_upstream(need, manifest, names), [docs[r] for r in rows]
 
     for i in [i for i, left in batches_left.items() if left == 0]:
         finish(i)  # every row reused from an earlier annotation
@@ -272,6 +280,17 @@ def _run_pool(root, manifest, docs, hashes, spans, todo, cache, workers, batch_s
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return {"startup_s": startup, "scoring_s": time.perf_counter() - t0 - startup, "worker_cpu_s": cpu}
+
+
+def _with_upstream(need: tuple[str, ...], manifest: Manifest, names: list[str]) -> tuple[str, ...]:
+    """``need`` and every selected plugin they use (transitively), in selection order."""
+    want, todo = set(need), list(need)
+    while todo:
+        for u in manifest.plugins[todo.pop()].upstream:
+            if u not in want:
+                want.add(u)
+                todo.append(u)
+    return tuple(n for n in names if n in want)
 
 
 def _reusable_rows(root: Path, previous: Manifest | None, manifest: Manifest, names: list[str],
