@@ -219,3 +219,16 @@ def test_data_side_family_checks_its_plugins():
     with pytest.raises(UserError, match="only one paradigm may use one"):
         check_data_family(two, _host(**{"safety.doc": ["token"]}))
     assert check_data_family(load_config(), _host(**{"safety.doc": ["token"]})) is None
+
+
+@pytest.mark.parametrize("scale,score,spans,units", [
+    ("token", 0.9, [object()], None), ("token", 0.1, [], None), ("sentence", 0.9, None, [1.0, 0.2]),
+    ("sentence", 0.2, None, [0.9, 0.8]), ("document", 0.3, None, None), ("document", 0.7, None, None),
+    ("document", None, None, None)])
+def test_the_benchmark_conditional_score_is_the_strictest_rule(scale, score, spans, units):
+    """``conditional.score_documents`` (the benchmark's path) labels by the same rule as ``run``."""
+    from ufarsap_engine.alignment.conditional import strictest_score
+    from ufarsap_engine.alignment.scoring import is_flagged
+
+    v = strictest_score(scale, score, spans, units)
+    assert (v is not None and v < 0.5) == is_flagged(scale, score, spans, units, 0.5)
