@@ -232,3 +232,35 @@ def test_the_benchmark_conditional_score_is_the_strictest_rule(scale, score, spa
 
     v = strictest_score(scale, score, spans, units)
     assert (v is not None and v < 0.5) == is_flagged(scale, score, spans, units, 0.5)
+
+
+def test_cli_bad_family_settings_are_one_line_exit_2(tmp_path):
+    from helpers import run_cli
+
+    base = ["run", "--steps", "1", "--out", str(tmp_path / "r"), "--registry", f"sqlite:///{tmp_path / 'r.sqlite'}"]
+    res = run_cli(*base, "--plugins", "self.reward", "--set", "objective.families.self=hidden", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stderr.strip()
+    assert "\n" not in line and "objective.families.self=hidden" in line and "flags spans" in line
+    res = run_cli(*base, "--plugins", "self.reward", "--set", "objective.families.safety=tagz", cwd=tmp_path)
+    assert res.returncode == 2 and "'tags'" in res.stderr and "'conditional'" in res.stderr
+    assert not (tmp_path / "r" / "annotations").exists()
+
+
+@pytest.mark.slow
+def test_conditional_labels_on_the_embedded_corpus_match_its_harmful_share(tmp_path):
+    """Five safety plugins, strictest rule: close to the corpus's harmful share (not 0%), with
+    precision and recall against its labels in the summary."""
+    from helpers import run_cli
+
+    res = run_cli("run", "--steps", "1", "--out", str(tmp_path / "r"), "--registry", f"sqlite:///{tmp_path / 'r.sqlite'}",
+                  "--plugins", ",".join(SAFETY5), "--set", "objective.families.safety=conditional", "--json",
+                  "--set", "train.micro_batch_size=2", "--set", "train.global_batch_size=2", cwd=tmp_path,
+                  env={"OMP_NUM_THREADS": "1"}, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fam = json.loads(res.stdout)["data_family"]
+    q = fam["labels_vs_truth"]
+    assert fam["documents"] == q["documents"] == 2350
+    assert abs(q["misaligned_share"] - q["harmful_share"]) < 0.15 and q["precision"] > 0.8 and q["recall"] > 0.9
+    assert "precision" in res.stderr and "<|misaligned|>" in res.stderr
+    assert (tmp_path / "r" / "data_marks.json").exists() and (tmp_path / "r" / "annotations" / "annotation.json").exists()
