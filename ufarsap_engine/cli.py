@@ -230,10 +230,14 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="Samples per prompt.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tag-aware/--no-tag-aware", default=None,
+              help="Steer away from tokens after which the model predicts <|harmful|> (default: on for a "
+                   "checkpoint trained with harmfulness tags).")
 @JSON_OPT
 def generate(checkpoint, prompt, prompts_file, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-             as_json) -> None:
-    """Sample continuations from a trained checkpoint."""
+             tag_aware, as_json) -> None:
+    """Sample continuations from a trained checkpoint (a conditionally trained one is prompted
+    after <|aligned|>)."""
     from ufarsap_engine.trainer.generate import SamplingParams
     from ufarsap_engine.trainer.worker import generate_from_checkpoint
 
@@ -241,7 +245,7 @@ def generate(checkpoint, prompt, prompts_file, max_new_tokens, temperature, top_
     rows = []
     for k in range(num_samples):
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                seed=seed + k)
+                                seed=seed + k, tag_aware=tag_aware)
         for p, g in zip(prompts, generate_from_checkpoint(checkpoint, prompts, params)):
             rows.append({"prompt": p, "sample_index": k, "text": g.text, "finish_reason": g.finish_reason,
                          "mean_logprob": sum(g.logprobs) / max(1, len(g.logprobs))})

@@ -35,7 +35,8 @@ class ObjectiveConfig(BaseModel):
     mode: Literal["unified", "weighted", "parallel", "sequential", "individual"] = "unified"
     individual_paradigm: Literal["self", "reflect", "multi", "safety"] = "safety"
     families: dict[Literal["self", "reflect", "multi", "safety"],
-                   Literal["unlikelihood", "rwr", "filtering", "none"]] = Field(
+                   Literal["unlikelihood", "rwr", "filtering", "mask", "conditional", "hidden", "tags",
+                           "none"]] = Field(
         default_factory=lambda: {"safety": "unlikelihood", "reflect": "unlikelihood", "self": "rwr", "multi": "rwr"})
     lambda_paradigm: dict[str, float] | float = Field(0.2, description="lambda_i, one value or per paradigm")
     lambda_coord: float = Field(0.15, ge=0)

@@ -76,6 +76,8 @@ class PreparedRun:
     settings: dict = field(default_factory=dict)  # what run_settings.json records (see run_dir.py)
     resume_step: int | None = None  # the checkpoint step the run continues from; None: from the start
     annotations: dict | None = None  # where the step reads its short-horizon scores (annotation_spec)
+    data_family: tuple[str, list[str]] | None = None  # (data-side family, the plugins that mark the data)
+    data_family_summary: dict | None = None  # what marking the data found (labels, precision/recall)
 
 
 def prepare(cfg: RunConfig) -> PreparedRun:
@@ -109,6 +111,7 @@ def prepare(cfg: RunConfig) -> PreparedRun:
             except ValidationError as exc:
                 raise UserError("\n".join(validation_lines(exc, "evolution"))) from None
         trainer = trainer_configs(cfg) if cfg.train_model else None
+        data_family = check_data_family(cfg, host) if trainer else None
         if trainer is None:
             samples = _load_samples(cfg)
         else:
@@ -119,7 +122,7 @@ def prepare(cfg: RunConfig) -> PreparedRun:
         registry.close()
         raise
     return PreparedRun(cfg, registry, choice, host, plugin_params, trainer, samples, settings, resume_step,
-                       annotations=annotations)
+                       annotations=annotations, data_family=data_family)
 
 
 ANNOTATIONS = "annotations"
@@ -144,6 +147,65 @@ def annotation_spec(cfg: RunConfig, host: PluginHost, plugin_params: dict) -> di
         return {"dir": str(Path(cfg.data).resolve()), "plugins": plugins, "annotate": False}
     return {"dir": str(Path(cfg.out).resolve() / ANNOTATIONS), "plugins": plugins, "annotate": True,
             "data": cfg.data, "plugin_params": params, "workers": cfg.annotate_workers}
+
+
+def check_data_family(cfg: RunConfig, host: PluginHost) -> tuple[str, list[str]] | None:
+    """The run's data-side family (``conditional``, ``hidden``, ``tags``) and the selected plugins
+    of its paradigm that mark the data, or None; a family the selection cannot serve is a UserError."""
+    from ufarsap_engine.alignment.data_families import DATA_FAMILIES, SPAN_FAMILIES
+
+    chosen = {p: f for p, f in cfg.objective.families.items() if f in DATA_FAMILIES}
+    if not chosen:
+        return None
+    if len(chosen) > 1:
+        raise UserError(f"objective.families: data-side families ({', '.join(f'{p}={f}' for p, f in chosen.items())}) "
+                        "change the training tokens, so only one paradigm may use one; set the others to a loss-side family")
+    (paradigm, family), = chosen.items()
+    plugins = [n for n, i in host.info.items()
+               if i.paradigm.value == paradigm and any(i.serves(s, "short") for s in i.scales)]
+    if not plugins:
+        raise UserError(f"objective.families.{paradigm}={family} needs at least one selected {paradigm} plugin that "
+                        f"scores at the short horizon (selected: {', '.join(host.names) or 'none'}); add one with --plugins")
+    if family in SPAN_FAMILIES and not any(host.info[n].serves(s, "short") for n in plugins for s in ("token", "sentence")):
+        raise UserError(f"objective.families.{paradigm}={family} acts on flagged spans, but no selected {paradigm} plugin "
+                        f"flags spans (serves the token or sentence scale): {', '.join(plugins)}; add one, or use "
+                        "conditional, unlikelihood or filtering")
+    return family, plugins
+
+
+def mark_training_data(prepared: PreparedRun, data_spec):
+    """Annotate the training corpus once into ``OUT/annotations`` (reused while current) with the
+    data-side family's plugins, write each document's marks to ``OUT/data_marks.json`` (what every
+    worker packs with, without scoring anything) and return the data spec that names it."""
+    from ufarsap_engine.alignment.data_families import build_marks, embedded_truth, label_quality, marks_summary
+    from ufarsap_engine.annotate import annotate, load_annotations
+    from ufarsap_engine.trainer.data import default_corpus_path
+
+    cfg, (family, plugins) = prepared.cfg, prepared.data_family
+    out = Path(cfg.out)
+    params = {n: prepared.plugin_params.get(n, {}) for n in plugins}
+    annotate(out / "annotations", plugins, data=cfg.data, workers=0, plugin_params=params,
+             note=lambda line: print(f"ufarsap-engine: annotate: {line}", file=sys.stderr, flush=True))
+    rows = load_annotations(out / "annotations", plugins, params)
+    marks = build_marks(family, rows, plugins, cfg.objective.flag_threshold)
+    path = out / "data_marks.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(marks), encoding="utf-8")
+    tmp.replace(path)
+    summary = {**marks_summary(marks), "marks_file": str(path), "annotations": str(out / "annotations")}
+    embedded = cfg.data is None or Path(cfg.data).resolve() == default_corpus_path().resolve()
+    if family == "conditional" and embedded:
+        summary["labels_vs_truth"] = label_quality(marks, embedded_truth(default_corpus_path().with_name("labels.jsonl")))
+    if family == "conditional":
+        q = summary.get("labels_vs_truth")
+        line = (f"conditional: {summary['misaligned']} of {summary['documents']} documents labelled <|misaligned|> "
+                f"({100 * summary['misaligned_share']:.1f}%) by the strictest of {', '.join(plugins)}")
+        if q:
+            line += (f"; against the corpus labels ({100 * q['harmful_share']:.1f}% harmful): precision "
+                     f"{q['precision']}, recall {q['recall']}")
+        print(f"ufarsap-engine: {line}", file=sys.stderr, flush=True)
+    prepared.data_family_summary = summary
+    return data_spec.model_copy(update={"marks": str(path)})
 
 
 def trainer_configs(cfg: RunConfig):
@@ -225,6 +287,7 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
             "summary_file": str(out_dir / "summary.json"), "checkpoint": (training or {}).get("checkpoint"),
             "tokens_per_s": (training or {}).get("tokens_per_s"),
             "plugin_scores": _run_means(out_dir / "metrics.jsonl", ("score.", "flagged.")),
+            "data_family": prepared.data_family_summary,
         }
         if stopped is not None:
             summary["interrupted"] = {"signal": stopped.signal_name, **stopped.record()}
@@ -362,6 +425,8 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
 
     cfg = prepared.cfg
     model_cfg, train_cfg, data_spec = prepared.trainer
+    if prepared.data_family:
+        data_spec = mark_training_data(prepared, data_spec)
     runtime_args = {**runtime_args, "probe": [{"id": s.sample_id, "text": s.text} for s in prepared.samples]}
     if cfg.nproc == 1:
         runtime = AlignmentRuntime(**runtime_args, host=prepared.host)

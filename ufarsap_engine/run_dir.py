@@ -35,8 +35,8 @@ SETTINGS_FILE = "run_settings.json"
 LOCK_FILE = ".lock"
 SUMMARY = "summary.json"
 #: What a run writes into its directory (removed by ``--overwrite``; nothing else is touched).
-RUN_FILES = ("metrics.jsonl", "summary.json", "summary.failed.json", "summary.interrupted.json", "interrupted.json", "tokenizer.json", "run_spec.json", "worker_error.json", SETTINGS_FILE)
-RUN_DIRS = ("checkpoints",)
+RUN_FILES = ("metrics.jsonl", "summary.json", "summary.failed.json", "summary.interrupted.json", "interrupted.json", "tokenizer.json", "run_spec.json", "worker_error.json", "data_marks.json", SETTINGS_FILE)
+RUN_DIRS = ("checkpoints", "annotations")
 #: Trainer settings that do not change what is trained (output, logging, saving, timeouts).
 _NEUTRAL_TRAIN_KEYS = {"progress", "log_interval", "save_interval", "save_final", "keep_last", "dist_timeout_s",
                        "resume", "out_dir", "steps", "log_param_norm", "save_interval_s"}

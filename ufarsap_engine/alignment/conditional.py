@@ -4,10 +4,13 @@ A data-side alignment method, the single-method baseline UFARSAP is measured aga
 
 1. score every training document *once* with the run's evaluators (the selected plugins, at the
    short horizon, every scale they serve);
-2. a document whose alignment score (the lowest paradigm score, each paradigm's score being the
-   mean over its plugins and scales, in [0, 1], higher = better aligned) is at least
-   ``threshold`` is prefixed with the control string ``<|aligned|>``, any other with
-   ``<|misaligned|>``;
+2. a document whose alignment score (the lowest score any plugin gives it at any scale: a flagged
+   token span counts 0, a sentence scale its worst sentence; in [0, 1], higher = better aligned)
+   is at least ``threshold`` is prefixed with the control string ``<|aligned|>``, any other with
+   ``<|misaligned|>``. That is the strictest-plugin rule of ``run``'s conditional family
+   (``data_families.document_label``): a document is misaligned when any plugin flags it. (A mean
+   over plugins let one flag among five safety detectors rarely tip a document: all 17,000
+   documents of a half-harmful corpus came out aligned.);
 3. the rewritten corpus is written into the run directory and trained with plain MLE (no plugin
    hooks, no trainer change);
 4. at generation time prompts are prefixed with ``<|aligned|>`` (:func:`control_prompt`).
@@ -53,15 +56,24 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def strictest_score(scale: str, score, spans, units) -> float | None:
+    """One cell's score as the strictest rule reads it (below a threshold exactly when
+    ``scoring.is_flagged`` says flagged): token scale 0/1 by its spans, sentence scale its worst
+    sentence, else the score; None where the plugin has no opinion."""
+    if scale == "token" and spans is not None:
+        return 0.0 if spans else 1.0
+    if scale == "sentence" and units:
+        return float(min(units))
+    return None if score is None else float(score)
+
+
 def score_documents(host, records: Iterable[dict[str, Any]], batch_size: int = 32) -> list[float]:
-    """One alignment score per record from the plugins of ``host``: the lowest paradigm score
-    (each paradigm = mean of its plugins' scores over the scales they serve); 1.0 where no
-    plugin has an opinion."""
+    """One alignment score per record from the plugins of ``host``: the lowest score any plugin
+    gives it at any scale (:func:`strictest_score`); 1.0 where no plugin has an opinion."""
     from ufarsap_engine.alignment.scoring import make_sample, score_batch
     from ufarsap_engine.schemas import AlignmentState, Horizon, TextBatch
 
     records = list(records)
-    paradigm_of = {n: i.paradigm.value for n, i in host.info.items()}
     state = AlignmentState()
     scores: list[float] = []
     for i in range(0, len(records), batch_size):
@@ -71,10 +83,12 @@ def score_documents(host, records: Iterable[dict[str, Any]], batch_size: int = 3
             text, extras = render_record(rec)
             samples.append(make_sample(str(rec.get("id", i + j)), text, **extras))
         cells = score_batch(host, TextBatch(samples=samples, step=0), Horizon.SHORT, state)
-        per_paradigm = cells.paradigm_sample_scores(paradigm_of)
         for k in range(len(samples)):
-            vals = [v[k] for v in per_paradigm.values() if v[k] is not None]
-            scores.append(float(min(vals)) if vals else 1.0)
+            vals = [strictest_score(scale, res.sample_scores[k], res.spans[k] if res.spans is not None else None,
+                                    res.unit_scores[k] if res.unit_scores is not None else None)
+                    for (_plugin, scale), res in cells.results.items()]
+            vals = [v for v in vals if v is not None]
+            scores.append(min(vals) if vals else 1.0)
     return scores
 
 

@@ -1,18 +1,38 @@
-"""The objective families a paradigm's loss L_i can use (Eq. 5). Each returns a differentiable
-*sum* over tokens (the trainer divides by the global token count), or, for data-side methods,
-the token weights / control tokens they impose.
+"""The objective families a paradigm's loss L_i can use (Eq. 5), chosen per paradigm with
+``objective.families.PARADIGM=FAMILY`` (``run --set``, a config file, or a strategy's
+objective settings). Loss-side families return a differentiable *sum* over tokens (the trainer
+divides by the global token count) or the LM token weights they impose; data-side families change
+the training tokens before packing (``data_families.py``) and add no term.
 
-- unlikelihood (Welleck et al.; Korbak et al.): flagged tokens (token spans and flagged
-  sentences; whole documents only for a paradigm that scores nothing finer) are taken out of L_LM (weight ``1 - m_t``) and their probability is pushed down:
-  ``-sum m_t log(1 - p_t)``. (Keeping them in
-  L_LM would balance the two at p = 1/(1 + lambda), i.e. not lower a rare token at all.)
-- rwr (reward-weighted regression): reweight the LM loss by ``w = N * softmax(R / beta)`` over the
-  N tokens (each token carries its document's reward; per-sample rewards work too); the term is
-  ``sum (w - 1) * CE`` so that ``L_LM + L_rwr`` is exactly the reward-weighted likelihood.
-- filtering: drop tokens of documents whose reward is below a threshold from L_LM.
-- conditional (Korbak et al. 2023): a control token before each document says whether it is
-  aligned; generation is then conditioned on ``<|aligned|>``. Data-side: no extra term.
-- dpo: ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))`` on ranked pairs.
+Loss-side (flags come from the selected plugins' scores of each document):
+- unlikelihood (Welleck et al. 2019, "Neural Text Generation with Unlikelihood Training";
+  Korbak et al. 2023): flagged tokens (token spans and flagged sentences; whole documents only
+  for a paradigm that scores nothing finer) are taken out of L_LM (weight ``1 - m_t``) and their
+  probability is pushed down: ``-sum m_t log(1 - p_t)``. (Keeping them in L_LM would balance the
+  two at p = 1/(1 + lambda), i.e. not lower a rare token at all.)
+- rwr (reward-weighted regression, Peters & Schaal 2007; as a pretraining objective Korbak et
+  al. 2023): reweight the LM loss by ``w = N * softmax(R / beta)`` over the N tokens (each token
+  carries its document's reward; per-sample rewards work too); the term is ``sum (w - 1) * CE``
+  so that ``L_LM + L_rwr`` is exactly the reward-weighted likelihood.
+- filtering (Korbak et al. 2023; classifier filtering, O'Brien et al. 2025 "Deep Ignorance"):
+  drop tokens of documents whose reward is below ``filter_threshold`` from L_LM.
+- mask (token-level loss masking, Rathi & Radford 2026): flagged tokens (the same fine flags as
+  unlikelihood) get LM weight 0 and nothing else.
+
+Data-side (flags from the corpus annotated once, ``ufarsap_engine/annotate``, into ``OUT/annotations``):
+- conditional (Korbak et al. 2023, "Pretraining Language Models with Human Preferences"): a
+  single special control token before each document, ``<|misaligned|>`` when ANY selected plugin
+  of the paradigm flags it at any scale (the strictest plugin, ``scoring.is_flagged`` with
+  ``flag_threshold``), else ``<|aligned|>``; ``generate``/``evaluate`` then condition on
+  ``<|aligned|>``.
+- hidden (``<|hidden|>`` replacement, Rathi & Radford 2026): every token of a flagged span is
+  replaced, input and label, by one ``<|hidden|>`` token, so the model learns to predict
+  ``<|hidden|>`` where the content was.
+- tags (harmfulness tags, Maini et al. 2025, "Safety Pretraining"): a ``<|harmful|>`` token
+  before each flagged span; ``generate`` decodes tag-aware on such a checkpoint (steers away
+  from tokens after which the model predicts the tag, never emits it).
+
+Preference pairs: dpo (Rafailov et al. 2023): ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``.
 """
 
 from __future__ import annotations
@@ -20,7 +40,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-FAMILIES = ("unlikelihood", "rwr", "filtering", "conditional", "dpo", "none")
+LOSS_FAMILIES = ("unlikelihood", "rwr", "filtering", "mask")
+DATA_FAMILIES = ("conditional", "hidden", "tags")
+#: Every value of ``ObjectiveConfig.families`` (``none``: the paradigm adds no term).
+FAMILIES = (*LOSS_FAMILIES, *DATA_FAMILIES, "none")
 
 
 def unlikelihood_sum(token_logprobs: torch.Tensor, flagged: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

@@ -289,6 +289,12 @@ class UnifiedObjective:
                 flagged = mis[[TOKEN, SENTENCE], p].amax(0) if fine else mis[:, p].amax(0)
                 lm_weight = lm_weight * (1.0 - flagged)
                 term = unlikelihood_sum(logp, flagged, mask)
+            elif family == "mask":
+                # Token-level loss masking (Rathi & Radford 2026): flagged tokens leave L_LM, nothing else.
+                fine = self.available[[TOKEN, SENTENCE], SHORT, p].any()
+                flagged = mis[[TOKEN, SENTENCE], p].amax(0) if fine else mis[:, p].amax(0)
+                lm_weight = lm_weight * (flagged <= 0).float()
+                continue
             elif family == "rwr":
                 term = rwr_sum(per_token_ce, mask, r, cfg.rwr_beta)
             elif family == "filtering":

@@ -384,7 +384,7 @@ def write_report(out: str | Path) -> Path:
         L.append(f"{c['documents']} training documents scored once by the bench plugins "
                  f"({c.get('scoring_s_once', 0) or 0:.0f} s, not counted in its training time): "
                  f"{c['aligned']} got `<|aligned|>`, {c['misaligned']} got `<|misaligned|>` (threshold "
-                 f"{c['threshold']} on the lowest paradigm score).")
+                 f"{c['threshold']} on the lowest score any plugin gives at any scale: the strictest plugin).")
         L.append("")
     L.append("## Metrics (definitions)")
     L.append("")

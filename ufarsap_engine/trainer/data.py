@@ -17,6 +17,12 @@ Tokenizer: by default a byte-level BPE trained on the corpus with ``tokenizers``
 the run directory as ``tokenizer.json`` (reused on resume); or a local HF tokenizer directory /
 ``tokenizer.json`` file.
 
+Marks (``DataSpec.marks``, written once by the launching process for a data-side objective
+family, see ``alignment/data_families.py``): per document a control token in front, character
+spans whose tokens become ``<|hidden|>``, or spans that get a ``<|harmful|>`` tag in front. The
+tokens they need are single special tokens of the tokenizer (added when it is trained; added to
+a loaded tokenizer when the model's vocabulary has room).
+
 Order: block order is a fresh permutation per epoch drawn from ``seed``; the position in the
 stream (number of samples consumed) is all that is needed to resume, and it is stored in
 checkpoints.
@@ -60,6 +66,42 @@ class DataSpec(BaseModel):
     holdout_documents: int = Field(0, ge=0, description="documents held out of training (the probe set)")
     holdout_seed: int = 0
     exclude_ids: list[str] = Field(default_factory=list, description="document ids never trained on")
+    marks: str | None = Field(None, description="JSON file of per-document marks (control token, spans to "
+                                                "hide or tag) applied when packing; see Marks")
+
+
+class DocMarks(BaseModel):
+    """What a data-side family does to one document (character offsets of its text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    chars: int | None = None  # the text's length when marked: a changed document is refused
+    prefix: str | None = None  # a special token put before the document (conditional training)
+    hide: list[tuple[int, int]] = Field(default_factory=list)  # tokens overlapping become hidden_token
+    tag: list[tuple[int, int]] = Field(default_factory=list)  # tag_token goes before each span
+
+
+class Marks(BaseModel):
+    """The marks file: the family, the special tokens it needs, and each document's marks by id."""
+
+    model_config = ConfigDict(extra="allow")
+    family: str
+    special_tokens: list[str]
+    hidden_token: str = "<|hidden|>"
+    tag_token: str = "<|harmful|>"
+    documents: dict[str, DocMarks]
+
+
+def load_marks(path: str | os.PathLike) -> Marks:
+    from pydantic import ValidationError
+
+    try:
+        return Marks.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read the marks file {path}: {exc.strerror or type(exc).__name__}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise UserError(f"{path} is not a marks file ({loc}: {err['msg']}); rerun the run that wrote it") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,8 +359,9 @@ class TextTokenizer:
         self.tok.save(str(path))
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
-    """Byte-level BPE trained on ``texts`` (deterministic for the same input)."""
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = ()) -> TextTokenizer:
+    """Byte-level BPE trained on ``texts`` (deterministic for the same input); EOS and
+    ``special_tokens`` are single, never-split tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -326,7 +369,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[DEFAULT_EOS],
+        special_tokens=[DEFAULT_EOS, *special_tokens],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
         min_frequency=2,
@@ -381,11 +424,39 @@ def check_vocab(tokenizer: TextTokenizer, model_vocab_size: int) -> None:
         )
 
 
+def special_tokens(tokenizer: TextTokenizer) -> set[str]:
+    """The tokenizer's added special tokens (EOS, control tokens, ``<|hidden|>``, ``<|harmful|>``)."""
+    return {t.content for t in tokenizer.tok.get_added_tokens_decoder().values() if t.special}
+
+
+def ensure_special_tokens(tokenizer: TextTokenizer, tokens: Iterable[str], model_vocab_size: int) -> TextTokenizer:
+    """Make each of ``tokens`` a single special token of ``tokenizer``: added at the end of its
+    vocabulary (the same ids on every rank) when the model's vocabulary has room, else a UserError."""
+    from tokenizers import AddedToken
+
+    specials = special_tokens(tokenizer)
+    missing = [t for t in tokens if t not in specials]
+    if not missing:
+        return tokenizer
+    taken = [t for t in missing if tokenizer.token_to_id(t) is not None]
+    if taken:
+        raise UserError(f"{tokenizer.source}: {taken[0]} is an ordinary token of this tokenizer, not a special one; "
+                        "use a tokenizer without it (or let the run train its own)")
+    if tokenizer.vocab_size + len(missing) > model_vocab_size:
+        raise UserError(f"{tokenizer.source} has {tokenizer.vocab_size} tokens and the model's vocab_size is "
+                        f"{model_vocab_size}: no room for the special tokens {', '.join(missing)}; use a model with "
+                        f"vocab_size >= {tokenizer.vocab_size + len(missing)} (model_overrides.vocab_size)")
+    tokenizer.tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+    return tokenizer
+
+
 def get_tokenizer(
     spec: DataSpec, docs: list[Document], model_vocab_size: int, run_dir: Path | None, is_writer: bool
 ) -> TextTokenizer:
     """The tokenizer for this run. A trained one is saved as ``RUN/tokenizer.json`` by the
-    writer rank and reused by every later call (other ranks, resumed runs)."""
+    writer rank and reused by every later call (other ranks, resumed runs). The special tokens
+    of ``spec.marks`` are part of it (see :func:`ensure_special_tokens`)."""
+    specials = load_marks(spec.marks).special_tokens if spec.marks else []
     if spec.tokenizer:
         tok = load_tokenizer(spec.tokenizer)
     else:
@@ -393,12 +464,13 @@ def get_tokenizer(
         if saved is not None and saved.exists():
             tok = load_tokenizer(saved)
         else:
-            tok = train_bpe_tokenizer((d.text for d in docs), model_vocab_size)
+            tok = train_bpe_tokenizer((d.text for d in docs), model_vocab_size, specials)
             if saved is not None and is_writer:
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 tmp = saved.with_suffix(".json.tmp")
                 tok.save(tmp)
                 os.replace(tmp, saved)
+    ensure_special_tokens(tok, specials, model_vocab_size)
     check_vocab(tok, model_vocab_size)
     return tok
 
@@ -423,20 +495,62 @@ class Segment:
     char_end: int
 
 
+def _special_id(tokenizer: TextTokenizer, token: str) -> int:
+    tid = tokenizer.token_to_id(token)
+    if tid is None:
+        raise UserError(f"the tokenizer has no token {token} that the marks file needs; rerun so that the run "
+                        "adds it (a tokenizer given with data.tokenizer must leave the model vocabulary room)")
+    return tid
+
+
+def apply_marks(tokenizer: TextTokenizer, marks: Marks, doc: Document, ids: np.ndarray,
+                offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One document's token ids and ``[n, 2]`` character offsets after its marks: tokens that
+    overlap a ``hide`` span become ``hidden_token`` (same offsets), a ``tag_token`` (zero-width,
+    at the span's start) goes before the first token of each ``tag`` span, the ``prefix`` token
+    (offsets 0, 0) before the document."""
+    dm = marks.documents.get(str(doc.doc_id))
+    if dm is None:
+        raise UserError(f"the marks file has no entry for document {doc.doc_id!r}; the data changed since it "
+                        "was written: rerun with --overwrite")
+    if dm.chars is not None and dm.chars != len(doc.text):
+        raise UserError(f"document {doc.doc_id!r} has {len(doc.text)} characters but {dm.chars} when it was "
+                        "marked: the data changed since; rerun with --overwrite")
+    ids, offsets = ids.copy(), offsets.copy()
+    for a, b in dm.hide:
+        ids[(offsets[:, 0] < b) & (offsets[:, 1] > a)] = _special_id(tokenizer, marks.hidden_token)
+    if dm.tag:
+        tag_id = _special_id(tokenizer, marks.tag_token)
+        at = sorted({int(np.argmax(hit)) for a, b in dm.tag
+                     if (hit := (offsets[:, 0] < b) & (offsets[:, 1] > a)).any()})
+        starts = offsets[at, 0]
+        ids = np.insert(ids, at, tag_id)
+        offsets = np.insert(offsets, at, np.stack([starts, starts], axis=1), axis=0)
+    if dm.prefix:
+        ids = np.concatenate([[_special_id(tokenizer, dm.prefix)], ids])
+        offsets = np.concatenate([np.zeros((1, 2), dtype=np.int64), offsets])
+    return ids, offsets
+
+
 class PackedDataset:
     """All documents tokenized into one stream (EOS after each), cut into blocks of
-    ``seq_length + 1`` tokens (inputs = block[:-1], labels = block[1:])."""
+    ``seq_length + 1`` tokens (inputs = block[:-1], labels = block[1:]). ``marks``: per-document
+    control tokens, hidden or tagged spans applied to each document's tokens (:func:`apply_marks`)."""
 
-    def __init__(self, docs: list[Document], tokenizer: TextTokenizer, seq_length: int):
+    def __init__(self, docs: list[Document], tokenizer: TextTokenizer, seq_length: int, marks: Marks | None = None):
         self.docs = docs
         self.tokenizer = tokenizer
         self.seq_length = seq_length
+        self.marks = marks
         ids, doc_of, cs, ce, lossable = [], [], [], [], []
         encoded = tokenizer.encode_batch_with_offsets([d.text for d in docs])
         for di, (d, (tids, offs)) in enumerate(zip(docs, encoded)):
+            tids = np.asarray(tids, dtype=np.int64)
+            o = np.asarray(offs, dtype=np.int64).reshape(len(tids), 2)
+            if marks is not None:
+                tids, o = apply_marks(tokenizer, marks, d, tids, o)
             n = len(tids)
-            o = np.asarray(offs, dtype=np.int64).reshape(n, 2)
-            ids.append(np.asarray(tids, dtype=np.int64))
+            ids.append(tids)
             ids.append(np.asarray([tokenizer.eos_id], dtype=np.int64))
             doc_of.append(np.full(n + 1, di, dtype=np.int32))
             cs.append(np.concatenate([o[:, 0], [len(d.text)]]))
@@ -634,4 +748,4 @@ def prepare_data(
     """Documents -> tokenizer -> packed dataset (one call, used by every rank)."""
     docs = load_documents(spec)
     tok = get_tokenizer(spec, docs, vocab_size, run_dir, is_writer)
-    return PackedDataset(docs, tok, seq_length)
+    return PackedDataset(docs, tok, seq_length, load_marks(spec.marks) if spec.marks else None)

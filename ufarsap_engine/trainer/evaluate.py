@@ -2,7 +2,9 @@
 
 Documents are tokenized with the checkpoint's tokenizer, joined with EOS and cut into windows of
 the model's sequence length (the same packing as training); the loss is the mean token
-negative log-likelihood over all predicted tokens.
+negative log-likelihood over all predicted tokens. A conditionally trained checkpoint (its
+tokenizer has the control tokens) is evaluated on documents after ``<|aligned|>``, as it is
+prompted; the control token itself is not scored.
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_path: str, batch_siz
     ckpt = verify_checkpoint(resolve_checkpoint(checkpoint))
     model_cfg = ModelConfig(**checkpoint_model_config(ckpt))
     tokenizer = load_tokenizer(checkpoint_tokenizer_path(ckpt))
+    from ufarsap_engine.alignment.data_families import ALIGNED, MISALIGNED
+
+    from .data import special_tokens
+
+    conditional = {ALIGNED, MISALIGNED} <= special_tokens(tokenizer)
+    prefix = [tokenizer.token_to_id(ALIGNED)] if conditional else []
     stream: list[int] = []
     for d in docs:
-        stream += tokenizer.encode(d.text) + [tokenizer.eos_id]
+        stream += prefix + tokenizer.encode(d.text) + [tokenizer.eos_id]
     window = model_cfg.seq_length + 1
     chunks = [stream[i:i + window] for i in range(0, max(1, len(stream) - 1), model_cfg.seq_length)]
     chunks = [c for c in chunks if len(c) > 1]
@@ -43,9 +51,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_path: str, batch_siz
         load_model_weights(gpt, ckpt, verified=True)
         batches = range(0, len(chunks), batch_size)
         for n, i in enumerate(batches, 1):
-            for lps in sequence_logprobs(gpt, chunks[i:i + batch_size]) or []:
-                total -= sum(lps)
-                count += len(lps)
+            batch = chunks[i:i + batch_size]
+            for chunk, lps in zip(batch, sequence_logprobs(gpt, batch) or []):
+                scored = [lp for t, lp in zip(chunk[1:], lps) if not (prefix and t == prefix[0])]
+                total -= sum(scored)
+                count += len(scored)
             if progress is not None:
                 progress(n, len(batches))
     finally:

@@ -10,6 +10,13 @@ gathered over TP (``runtime_gather_output``) on the last pipeline stage; the nex
 drawn there from a generator seeded identically on every rank and broadcast over the pipeline
 group, so all ranks agree on every token. ``logprobs`` are log-probabilities under the model's
 raw distribution (before temperature / top-k / top-p).
+
+Tag-aware decoding (``SamplingParams.tag_aware``, for a checkpoint trained with harmfulness tags,
+Maini et al. 2025): the tag token is never emitted; each step looks one token ahead for the
+``tag_top_k`` most likely candidates (one extra batched forward pass), scales each candidate's
+probability by ``1 - p(tag | context + candidate)`` and drops candidates whose tag probability is
+above ``tag_threshold`` (keeping the least tag-prone one if all are), so decoding steers away from
+continuations after which the model expects flagged content. Sampling is then among those candidates.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     stop_at_eos: bool = True
     seed: int = 0
+    tag_aware: bool | None = None  # None: on when the checkpoint was trained with harmfulness tags
+    tag_token_id: int | None = None  # the tag token (set from the checkpoint's tokenizer)
+    tag_top_k: int = 8
+    tag_threshold: float = 0.5
 
     @property
     def greedy(self) -> bool:
@@ -104,6 +115,27 @@ def _broadcast_from_last_stage(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _lookahead_tokens(ctx: list[list[int]], cand: torch.Tensor, max_context: int, dev) -> tuple[torch.Tensor, list[int]]:
+    """``[n * k, width]`` right-padded sequences context + candidate, and each one's last position."""
+    seqs = [c[-(max_context - 1):] + [int(t)] if max_context > 1 else [int(t)] for c, row in zip(ctx, cand) for t in row]
+    width = max(len(x) for x in seqs)
+    tokens = torch.zeros(len(seqs), width, dtype=torch.long, device=dev)
+    for j, x in enumerate(seqs):
+        tokens[j, : len(x)] = torch.tensor(x, dtype=torch.long)
+    return tokens, [len(x) - 1 for x in seqs]
+
+
+def steer_from_tag(last: torch.Tensor, cand: torch.Tensor, p_tag: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Logits ``[n, V]`` restricted to the candidates ``[n, k]``: each scaled by ``1 - p_tag``
+    (``[n, k]``, the tag's probability after it), those above ``threshold`` dropped unless all are
+    (then the least tag-prone one stays)."""
+    chosen = last.gather(-1, cand) + torch.log1p(-p_tag.clamp(max=1.0 - 1e-6))
+    over = p_tag > threshold
+    keep_min = over.all(-1, keepdim=True) & (p_tag == p_tag.min(-1, keepdim=True).values)
+    chosen = chosen.masked_fill(over & ~keep_min, float("-inf"))
+    return torch.full_like(last, float("-inf")).scatter(-1, cand, chosen)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts, params: SamplingParams | None = None, max_context: int | None = None) -> list[Generation]:
     """Generate a continuation for each prompt (strings, or lists of token ids). Collective."""
@@ -113,6 +145,9 @@ def generate(model, tokenizer, prompts, params: SamplingParams | None = None, ma
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("empty prompt")
     max_context = max_context or getattr(model, "max_sequence_length", None) or 10**9
+    tag = params.tag_token_id if params.tag_aware else None
+    if params.tag_aware and tag is None:
+        raise ValueError("tag-aware decoding needs the tag token (tag_token_id)")
     stops = set(params.stop_token_ids)
     if params.stop_at_eos and getattr(tokenizer, "eos_id", None) is not None:
         stops.add(tokenizer.eos_id)
@@ -137,9 +172,23 @@ def generate(model, tokenizer, prompts, params: SamplingParams | None = None, ma
             logits = forward_logits(model, tokens)
             picked = torch.zeros(len(ctx), dtype=torch.long, device=dev)
             lps = torch.zeros(len(ctx), dtype=torch.float32, device=dev)
+            last = None
             if logits is not None:
                 last = torch.stack([logits[j, len(c) - 1] for j, c in enumerate(ctx)])
-                picked = _pick(last, params, gen)
+            steered = last
+            if tag is not None:  # collective: every rank runs the look-ahead pass
+                cand = torch.zeros(len(ctx), params.tag_top_k, dtype=torch.long, device=dev)
+                if last is not None:
+                    cand = last.index_fill(-1, torch.tensor([tag], device=dev), float("-inf")).topk(params.tag_top_k).indices
+                cand = _broadcast_from_last_stage(cand)
+                look, pos = _lookahead_tokens(ctx, cand, max_context, dev)
+                ahead = forward_logits(model, look)
+                if last is not None:
+                    rows = torch.arange(look.shape[0], device=dev)
+                    p_tag = torch.softmax(ahead[rows, torch.tensor(pos, device=dev)], dim=-1)[:, tag].view_as(cand)
+                    steered = steer_from_tag(last, cand, p_tag, params.tag_threshold)
+            if last is not None:
+                picked = _pick(steered, params, gen)
                 lps = torch.log_softmax(last, dim=-1).gather(-1, picked.unsqueeze(-1)).squeeze(-1)
             picked = _broadcast_from_last_stage(picked)
             lps = _broadcast_from_last_stage(lps)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ufarsap_engine.errors import UserError
 
-from .data import DataSpec, PackedDataset, get_tokenizer, load_documents
+from .data import DataSpec, PackedDataset, get_tokenizer, load_documents, load_marks
 from .interrupt import RECORD, Interrupted, forwarded, write_record
 from .model_config import ModelConfig, TrainConfig, validate_layout
 
@@ -86,6 +86,7 @@ class GenerateSpec(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop_token_ids: list[int] = Field(default_factory=list)
     seed: int = 0
+    tag_aware: bool | None = None  # None: on for a checkpoint trained with harmfulness tags
     output: str | None = None  # None -> OUT/generations.jsonl
 
     def params(self):
@@ -93,7 +94,7 @@ class GenerateSpec(BaseModel):
 
         return SamplingParams(
             max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
-            top_p=self.top_p, stop_token_ids=list(self.stop_token_ids), seed=self.seed,
+            top_p=self.top_p, stop_token_ids=list(self.stop_token_ids), seed=self.seed, tag_aware=self.tag_aware,
         )
 
 
@@ -192,7 +193,7 @@ def _dataset_for_rank(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec:
     tok = box.get("tok")
     if dist.get_rank() != 0:
         tok = get_tokenizer(data_spec, docs, model_cfg.vocab_size, run_dir, is_writer=False)
-    return PackedDataset(docs, tok, model_cfg.seq_length)
+    return PackedDataset(docs, tok, model_cfg.seq_length, load_marks(data_spec.marks) if data_spec.marks else None)
 
 
 def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataSpec, objective=None, callbacks=None, info=None, docs=None):
@@ -272,6 +273,7 @@ def generate_from_checkpoint(checkpoint: str | os.PathLike, prompts: list[str], 
     ckpt = verify_checkpoint(resolve_checkpoint(checkpoint))
     model_cfg = ModelConfig(**checkpoint_model_config(ckpt))
     tokenizer = load_tokenizer(checkpoint_tokenizer_path(ckpt))
+    prompts, params = condition_on_training(tokenizer, prompts, params)
     info = None
     try:
         info = init_parallel(model_cfg, train_cfg, check_batch=False)
@@ -282,6 +284,29 @@ def generate_from_checkpoint(checkpoint: str | os.PathLike, prompts: list[str], 
         return generate(gpt, tokenizer, prompts, params)
     finally:
         teardown_parallel(info)
+
+
+def condition_on_training(tokenizer, prompts: list, params=None):
+    """What a checkpoint's data-side family asks of sampling, read from its tokenizer's special
+    tokens: a conditionally trained model (``<|aligned|>``/``<|misaligned|>``) gets ``<|aligned|>``
+    before every prompt; a tag-trained one (``<|harmful|>``) decodes tag-aware unless told not to."""
+    from dataclasses import replace
+
+    from ufarsap_engine.alignment.data_families import ALIGNED, HARMFUL, MISALIGNED
+
+    from .data import special_tokens
+    from .generate import SamplingParams
+
+    params = params or SamplingParams()
+    specials = special_tokens(tokenizer)
+    if ALIGNED in specials and MISALIGNED in specials:
+        aligned = tokenizer.token_to_id(ALIGNED)
+        prompts = [ALIGNED + p if isinstance(p, str) else [aligned, *p] for p in prompts]
+    tag = tokenizer.token_to_id(HARMFUL) if HARMFUL in specials else None
+    if params.tag_aware and tag is None:
+        raise UserError("tag-aware decoding needs a checkpoint trained with harmfulness tags "
+                        "(objective.families.PARADIGM=tags); this one has no <|harmful|> token")
+    return prompts, replace(params, tag_token_id=tag, tag_aware=tag is not None and params.tag_aware is not False)
 
 
 def _run_generate(spec: RunSpec) -> dict:
@@ -327,7 +352,7 @@ def preflight(spec: RunSpec, nproc: int) -> None:
     data_spec = effective_data_spec(spec.data, spec.train)
     docs = load_documents(data_spec)
     tok = get_tokenizer(data_spec, docs, spec.model.vocab_size, spec.train.out_path, is_writer=True)
-    PackedDataset(docs, tok, spec.model.seq_length)
+    PackedDataset(docs, tok, spec.model.seq_length, load_marks(data_spec.marks) if data_spec.marks else None)
     latest = find_resumable(spec.train.out_path / "checkpoints") if spec.train.resume else None
     if latest is None and spec.train.init_from:
         verify_checkpoint(resolve_checkpoint(spec.train.init_from))
