@@ -591,6 +591,17 @@ class StepBatches:
         self.consumed += self.global_batch
         return mbs
 
+    def recent_documents(self, steps: int) -> list[int]:
+        """Indices (into ``ds.docs``, ascending) of the documents the last ``steps`` steps trained
+        on, over all data-parallel ranks: the same list on every rank."""
+        start = max(0, self.consumed - steps * self.global_batch)
+        blocks = sample_order(self.ds.num_blocks, self.seed, start, self.consumed - start)
+        found: set[int] = set()
+        for b in blocks.tolist():
+            sl = self.ds.block_slice(b)
+            found.update(np.unique(self.ds.doc_of[sl.start + 1 : sl.stop]).tolist())
+        return sorted(found)
+
     def state_dict(self) -> dict:
         return {"consumed": self.consumed, "seed": self.seed, "num_blocks": self.ds.num_blocks}
 
