@@ -138,12 +138,25 @@ def trainer_configs(cfg: RunConfig):
                     "out_dir": cfg.out, **cfg.train}
     try:
         train_cfg = TrainConfig(**train_fields)
-        data_spec = DataSpec(path=cfg.data, holdout_documents=cfg.probe_documents, holdout_seed=cfg.seed)
+        data_spec = DataSpec(path=cfg.data, holdout_documents=cfg.probe_documents, holdout_seed=cfg.seed,
+                             exclude_ids=probe_exclusions(cfg))
     except ValidationError as exc:
         raise UserError("\n".join(validation_lines(exc, "train"))) from None
     check_device(cfg.device)
     validate_layout(model_cfg, train_cfg, cfg.nproc)
     return model_cfg, train_cfg, data_spec
+
+
+def probe_exclusions(cfg: RunConfig) -> list[str]:
+    """Document ids the trainer must never see: evolution's default probe sets (drawn from the
+    embedded corpus, scored at every round) when the run trains on that corpus. The run's own
+    probe set (``probe_documents``) is drawn from the rest and held out as well."""
+    from ufarsap_engine.trainer.data import default_corpus_path
+
+    if cfg.data is not None and Path(cfg.data).resolve() != default_corpus_path().resolve():
+        return []
+    from ufarsap_engine.evolution.probes import default_probe_ids
+    return default_probe_ids()
 
 
 def _load_samples(cfg: RunConfig) -> list:
