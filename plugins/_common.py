@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Sequence
 
 from ufarsap_engine.hookspecs import hookimpl
+from ufarsap_engine.text import split_sentences as engine_split_sentences
 from ufarsap_engine.schemas import (
     HORIZONS,
     AlignmentState,
@@ -34,7 +34,6 @@ from ufarsap_engine.schemas import (
 #: without punctuation) is cut into pieces at whitespace, never dropped: nothing is truncated.
 MAX_UNIT_CHARS = 1000
 
-_SENT_RE = re.compile(r"[^.!?\n]*(?:[.!?]+[\"')\]]*|\n|$)")
 
 
 def as_text(value: Any) -> str:
@@ -62,17 +61,9 @@ def _cut(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
 
 
 def split_sentences(text: str, limit: int = MAX_UNIT_CHARS) -> list[tuple[int, int]]:
-    """Sentence spans ``[start, end)`` (whitespace trimmed) covering all non-blank text."""
-    spans: list[tuple[int, int]] = []
-    for m in _SENT_RE.finditer(text):
-        s, e = m.start(), m.end()
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            spans.extend(_cut(text, s, e, limit))
-    return spans
+    """Detector units ``[start, end)``: the engine's sentences (``ufarsap_engine.text``), each
+    cut at whitespace into pieces of at most ``limit`` characters."""
+    return [piece for s, e in engine_split_sentences(text) for piece in _cut(text, s, e, limit)]
 
 
 def engine_units(sample: Sample) -> list[tuple[int, int]]:

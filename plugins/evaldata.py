@@ -16,7 +16,7 @@ from typing import Iterator
 
 from ufarsap_engine.schemas import Message, Sample
 
-from ufarsap_plugins._common import split_sentences
+from ufarsap_engine.text import split_sentences  # Sample.sentences: the engine's rule
 
 LABELS = ("toxicity", "privacy", "misinformation", "bias", "adversarial")
 

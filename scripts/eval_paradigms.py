@@ -74,10 +74,9 @@ def safety_host():
 
 
 def make_samples(texts: list[str], prefix: str):
-    from ufarsap_engine.schemas import Sample
-    from ufarsap_plugins._common import split_sentences
+    from ufarsap_engine.text import make_sample
 
-    return [Sample(sample_id=f"{prefix}-{i}", text=t, sentences=split_sentences(t)) for i, t in enumerate(texts)]
+    return [make_sample(f"{prefix}-{i}", t) for i, t in enumerate(texts)]
 
 
 def safety_flags(host, samples) -> dict[str, list[bool]]:

@@ -65,6 +65,26 @@ def test_split_sentences_is_the_engines_splitter():
     assert [text[a:b] for a, b in split_sentences(text)] == ["One.", "Two!", "Three?", "Four"]
 
 
+def test_one_sentence_rule_for_engine_plugins_and_benchmark():
+    """The plugins' detector units are the engine's sentences cut to a length; the benchmark's
+    judges split with the same rule."""
+    from ufarsap_engine.bench.judges import sentences
+    from ufarsap_plugins._common import split_sentences as plugin_units
+
+    text = '  He said "stop." Then left!\npi is 3.14, e.g.x fine...  ' + "word " * 300 + "end."
+    engine = split_sentences(text)
+    assert [text[a:b] for a, b in engine[:3]] == ['He said "stop."', "Then left!", "pi is 3.14, e.g.x fine..."]
+    units = plugin_units(text, limit=200)
+    assert all(b - a <= 200 for a, b in units) and len(units) > len(engine)
+    # every unit lies in one engine sentence, and together they cover each sentence's text
+    for a, b in engine:
+        inside = [(x, y) for x, y in units if a <= x and y <= b]
+        assert "".join(text[x:y] for x, y in inside).replace(" ", "") == text[a:b].replace(" ", "")
+    short = "One. Two!  Three?\nFour"
+    assert plugin_units(short) == split_sentences(short)  # sentences under the limit are the units
+    assert sentences(text) == [text[a:b] for a, b in engine]
+
+
 def test_scores_show_up_under_the_documented_keys(capslock, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in

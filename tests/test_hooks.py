@@ -41,7 +41,8 @@ class Plugin:
         log("configure", params=params)
 
     def _scores(self, batch, scale, horizon):
-        log("score_" + scale, horizon=horizon.value, n=len(batch.samples))
+        log("score_" + scale, horizon=horizon.value, n=len(batch.samples), step=batch.step,
+            ids=[s.sample_id for s in batch.samples])
         return [0.0 if "bad" in s.text else 1.0 for s in batch.samples]
 
     @hookimpl
@@ -81,7 +82,7 @@ class Plugin:
 
     @hookimpl
     def ufarsap_window_end(self, report, state):
-        log("window_end", first=report.first_step, last=report.last_step)
+        log("window_end", first=report.first_step, last=report.last_step, medium=state.medium)
 
     @hookimpl
     def ufarsap_round_end(self, report, state):
@@ -152,7 +153,8 @@ def test_hook_ufarsap_configure(ran):
 def test_scoring_hooks_called_per_scale_and_horizon(ran, scale):
     _, log, _ = ran
     horizons = {e["horizon"] for e in log if e["hook"] == f"score_{scale}"}
-    assert horizons == {"short", "long"}  # every step, and every round on the probe set
+    # every step, every window's end (re-scoring its documents), every round on the probe set
+    assert horizons == {"short", "medium", "long"}
 
 
 def test_hook_ufarsap_score_token(all_hooks):
@@ -211,6 +213,21 @@ def test_hook_ufarsap_step_end(ran):
 def test_hook_ufarsap_window_end(ran):
     _, log, _ = ran
     assert [(e["first"], e["last"]) for e in log if e["hook"] == "window_end"] == [(1, 3), (4, 6)]
+
+
+def test_medium_horizon_rescores_the_windows_documents_and_sets_a_t(ran):
+    """At each window's end the medium hooks score the window's documents one by one, and
+    a(t).medium is the mean of those per-sample scores (not an average of step means)."""
+    _, log, _ = ran
+    short = [e for e in log if e["hook"] == "score_document" and e["horizon"] == "short"]
+    medium = [e for e in log if e["hook"] == "score_document" and e["horizon"] == "medium"]
+    windows = [e for e in log if e["hook"] == "window_end"]
+    assert [e["step"] for e in medium] == [3, 6]
+    for m, w in zip(medium, windows):
+        seen = {i for e in short if w["first"] <= e["step"] <= w["last"] for i in e["ids"]}
+        assert set(m["ids"]) == seen  # 3 steps x 4 samples, fewer than window_samples: all of them
+        bad = [i != "conv" and int(i[1:]) % 3 == 0 for i in m["ids"]]  # t<i> is bad when i % 3 == 0
+        assert w["medium"]["reflect"] == pytest.approx(1.0 - sum(bad) / len(bad))
 
 
 def test_hook_ufarsap_round_end(ran):

@@ -221,3 +221,38 @@ def test_unigram_entropy_matches_counts(tmp_path):
     _, counts = np.unique(used, return_counts=True)
     p = counts / counts.sum()
     assert ds.unigram_entropy() == pytest.approx(float(-(p * np.log(p)).sum()))
+
+
+def test_probe_documents_are_held_out_of_the_packed_dataset(tmp_path):
+    """Long horizon: a run on the embedded corpus trains on neither evolution's probe sets nor
+    its own probe documents (no probe id reaches the packed dataset)."""
+    from ufarsap_engine.config import RunConfig
+    from ufarsap_engine.evolution.probes import default_probe_ids
+    from ufarsap_engine.run import trainer_configs
+    from ufarsap_engine.trainer.data import heldout_documents
+
+    cfg = RunConfig(out=str(tmp_path / "run"), steps=2, probe_documents=64)
+    model_cfg, _, spec = trainer_configs(cfg)
+    evolution_probes = set(default_probe_ids())
+    assert set(spec.exclude_ids) == evolution_probes and len(evolution_probes) >= 200
+    run_probes = {d.doc_id for d in heldout_documents(spec)}
+    assert len(run_probes) == 64 and not run_probes & evolution_probes
+    docs = load_documents(spec)
+    ds = PackedDataset(docs, train_bpe_tokenizer([d.text for d in docs[:200]], 512), 64)
+    packed = {ds.docs[i].doc_id for i in np.unique(ds.doc_of).tolist()}
+    assert packed and not packed & (evolution_probes | run_probes)
+    assert len(packed) + len(run_probes) + len(evolution_probes) == len(load_documents(DataSpec()))
+
+
+def test_other_data_excludes_only_its_own_probe_documents(tmp_path):
+    from ufarsap_engine.config import RunConfig
+    from ufarsap_engine.run import trainer_configs
+    from ufarsap_engine.trainer.data import heldout_documents
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i}."}) + "\n" for i in range(100)))
+    _, _, spec = trainer_configs(RunConfig(data=str(data), out=str(tmp_path / "run"), probe_documents=5))
+    assert spec.exclude_ids == []
+    held = {d.doc_id for d in heldout_documents(spec)}
+    train = {d.doc_id for d in load_documents(spec)}
+    assert len(held) == 5 and not held & train and len(train) == 95

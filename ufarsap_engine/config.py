@@ -107,6 +107,7 @@ class RunConfig(BaseModel):
     model_overrides: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict, description="trainer settings (lr, batch ...)")
     window_steps: int = Field(10, ge=1, description="steps in a medium-horizon window")
+    window_samples: int = Field(16, ge=0, description="documents of a window re-scored at its end (medium horizon)")
     round_steps: int = Field(100, ge=1, description="steps in a long-horizon round")
     probe_documents: int = Field(64, ge=0, description="documents held out of training and scored every round")
     batch_samples: int = Field(8, ge=1, description="samples scored per step in hook-only mode")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import deque
 import sys
 import time
 from types import SimpleNamespace
@@ -226,12 +227,25 @@ def trainer_configs(cfg: RunConfig):
                     "out_dir": cfg.out, **cfg.train}
     try:
         train_cfg = TrainConfig(**train_fields)
-        data_spec = DataSpec(path=cfg.data, holdout_documents=cfg.probe_documents, holdout_seed=cfg.seed)
+        data_spec = DataSpec(path=cfg.data, holdout_documents=cfg.probe_documents, holdout_seed=cfg.seed,
+                             exclude_ids=probe_exclusions(cfg))
     except ValidationError as exc:
         raise UserError("\n".join(validation_lines(exc, "train"))) from None
     check_device(cfg.device)
     validate_layout(model_cfg, train_cfg, cfg.nproc)
     return model_cfg, train_cfg, data_spec
+
+
+def probe_exclusions(cfg: RunConfig) -> list[str]:
+    """Document ids the trainer must never see: evolution's default probe sets (drawn from the
+    embedded corpus, scored at every round) when the run trains on that corpus. The run's own
+    probe set (``probe_documents``) is drawn from the rest and held out as well."""
+    from ufarsap_engine.trainer.data import default_corpus_path
+
+    if cfg.data is not None and Path(cfg.data).resolve() != default_corpus_path().resolve():
+        return []
+    from ufarsap_engine.evolution.probes import default_probe_ids
+    return default_probe_ids()
 
 
 def _load_samples(cfg: RunConfig) -> list:
@@ -359,16 +373,20 @@ def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
     order = list(range(len(train)))
     random.Random(cfg.seed).shuffle(order)
     status = "failed"
+    recent: deque[list] = deque(maxlen=cfg.window_steps)  # the batches of the current window
+    runtime.recent_documents = lambda steps: list({s.sample_id: s for b in list(recent)[-steps:] for s in b}.values())
     runtime.on_train_start(SimpleNamespace(step=0))
     try:
         with open(Path(cfg.out) / "metrics.jsonl", "w", encoding="utf-8") as metrics_file:
             for step in range(1, cfg.steps + 1):
                 start = ((step - 1) * cfg.batch_samples) % len(order)
                 batch = [train[order[(start + i) % len(order)]] for i in range(cfg.batch_samples)]
+                recent.append(batch)
                 t0 = time.perf_counter()
-                metrics = {"step": step, "loss": None,
-                           **_score_metrics(runtime, score_batch(runtime.host, TextBatch(samples=batch, step=step),
-                                                                 Horizon.SHORT, runtime.tracker.state)),
+                cells = score_batch(runtime.host, TextBatch(samples=batch, step=step), Horizon.SHORT,
+                                    runtime.tracker.state)
+                runtime.tracker.update_step(step, _paradigm_means(runtime, cells))
+                metrics = {"step": step, "loss": None, **_score_metrics(runtime, cells),
                            **runtime.extra_metrics(), "step_time_s": round(time.perf_counter() - t0, 6)}
                 metrics_file.write(json.dumps(metrics) + "\n")
                 metrics_file.flush()
@@ -379,13 +397,19 @@ def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
         runtime.on_train_end({"status": status})
 
 
-def _score_metrics(runtime: AlignmentRuntime, cells) -> dict[str, float]:
+def _paradigm_means(runtime: AlignmentRuntime, cells) -> dict[str, float]:
+    """Per paradigm: the mean of the batch's per-sample scores (paradigms that scored nothing absent)."""
     paradigm_of = {n: i.paradigm.value for n, i in runtime.host.info.items()}
     out: dict[str, float] = {}
     for p, vals in cells.paradigm_sample_scores(paradigm_of).items():
         vals = [v for v in vals if v is not None]
         if vals:
-            out[f"align.{p}"] = round(sum(vals) / len(vals), 6)
+            out[p] = sum(vals) / len(vals)
+    return out
+
+
+def _score_metrics(runtime: AlignmentRuntime, cells) -> dict[str, float]:
+    out: dict[str, float] = {f"align.{p}": round(v, 6) for p, v in _paradigm_means(runtime, cells).items()}
     flagged = cells.flagged_spans()
     out["flagged_spans"] = float(sum(len(f) for f in flagged))
     out["flagged_samples"] = float(sum(1 for f in flagged if f))
@@ -433,14 +457,13 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         train_cfg = train_cfg.model_copy(update={"progress": False})
         try:
             return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
-                                callbacks=[runtime, progress])
+                                callbacks=[*runtime.callbacks, progress])
         finally:
             runtime.stop_annotation(warn=False)
     spec = worker.RunSpec(
         model=model_cfg, train=train_cfg, data=data_spec,
-        objective=worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_objective",
-                                   kwargs=worker_args(runtime_args)),
-        callbacks=[worker.ImportRef(target="ufarsap_engine.alignment.runtime:build_callback")])
+        runtime=worker.ImportRef(target="ufarsap_engine.alignment.runtime:AlignmentRuntime",
+                                 kwargs=worker_args(runtime_args)))
     spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
     rc = worker.launch_torchrun(cfg.nproc, spec_path, env=worker_env(runtime_args))
     stopped = read_interrupt_record(cfg.out)

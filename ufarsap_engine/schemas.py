@@ -138,8 +138,9 @@ TextBatch.model_rebuild()
 class AlignmentState(_Model):
     """a(t) of the paper (Eq. 1): per paradigm, the current alignment score at three horizons.
 
-    ``short`` is the latest step's mean, ``medium`` an EMA over recent steps, ``long`` the value
-    at the last evaluation round. Paradigms with no active plugin are absent (not faked)."""
+    ``short`` is the latest step's mean, ``medium`` the mean per-sample score of the last window's
+    re-scored documents (medium-horizon hooks at the window's end), ``long`` the held-out probe
+    set's at the last round. Paradigms with no active plugin are absent (not faked)."""
 
     step: int = 0
     round: int = 0

@@ -1,22 +1,29 @@
-"""The alignment core around the steps: one objective and one callback per process.
+"""The alignment core around the steps: one runtime per process, holding the objective and the
+callback that share one explicit state.
 
-``build_objective(**spec)`` is what each ``torchrun`` worker calls (through the run spec's
-``module:callable`` reference); it loads the selected plugins in that process and keeps the
-runtime so that ``build_callback()`` (called next by the worker) shares the same state. In a
-single process, :class:`AlignmentRuntime` is built directly; the hook-only loop uses it too.
+:class:`AlignmentRuntime` loads the selected plugins, builds a(t) (``AlignmentTracker``) and the
+emergence tracker, and the objective that owns them (``runtime.objective``); the runtime itself is
+the trainer callback (``runtime.callbacks``). A ``torchrun`` worker builds it from the run spec's
+``runtime`` reference and takes both from it; a single process, and the hook-only loop, build it
+directly. Nothing is kept in module globals.
 
-Per step (every rank, same arguments): update a(t) from the step's metrics, track emergence,
-call the plugins' ``step_end``/``window_end`` hooks, and (rank 0) heartbeat the registry.
-Per round: score the held-out probe set (long horizon), call ``round_end``, run an evolution
-round (rank 0, with ``evolve``), then re-read the registry's active strategy (with
-``follow_registry``) and switch plugins if it changed, so that ``registry activate`` from
-another shell, or a strategy integrated by evolution on another node, takes effect.
+The step's own statistics reach a(t).short and emergence through the objective's ``end_step``
+(called by the trainer loop). Per step here (every rank, same arguments): the plugins'
+``step_end`` hook and (rank 0) the registry heartbeat. Per window (medium horizon): re-score a
+seeded sample of the window's documents per sample with the medium scoring hooks and set
+a(t).medium from those scores, then ``window_end``. Per round (long horizon): score the held-out
+probe set, set a(t).long, call ``round_end``, run an evolution round (rank 0, with ``evolve``),
+then re-read the registry's active strategy (with ``follow_registry``) and switch plugins if it
+changed, so that ``registry activate`` from another shell, or a strategy integrated by
+evolution on another node, takes effect.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from ufarsap_engine.alignment.emergence import EmergenceTracker
 from ufarsap_engine.alignment.scoring import make_sample, score_batch
@@ -24,9 +31,7 @@ from ufarsap_engine.alignment.state import AlignmentTracker
 from ufarsap_engine.config import RunConfig
 from ufarsap_engine.plugin_config import configure_plugins
 from ufarsap_engine.plugin_host import PluginHost
-from ufarsap_engine.schemas import PARADIGMS, Horizon, RoundReport, RunContext, StepReport, TextBatch, WindowReport
-
-_CURRENT: "AlignmentRuntime | None" = None
+from ufarsap_engine.schemas import Horizon, RoundReport, RunContext, Sample, StepReport, TextBatch, WindowReport
 
 
 def load_host(cfg: RunConfig, plugins: list[str], plugin_params: dict) -> PluginHost:
@@ -76,8 +81,10 @@ class AlignmentRuntime:
         self.registry_url, self.run_id = _connectable(registry_url), run_id
         self.follow_registry = follow_registry or self.cfg.evolve
         self.active_strategy_id = strategy_id
-        self.window_rewards: list[float] = []
         self.last_heartbeat = 0.0
+        # The medium horizon's documents: the last ``n`` steps' documents (set from the trainer's
+        # data at the start, or by the hook-only loop).
+        self.recent_documents: Callable[[int], list[Sample]] | None = None
         self.probe_metrics: dict[str, float] = {}
         self.round_metrics: dict[str, float] = {}
         self.evolution = None
@@ -95,6 +102,11 @@ class AlignmentRuntime:
         obj.extra_metrics = self.extra_metrics
         return obj
 
+    @property
+    def callbacks(self) -> list:
+        """The trainer callbacks that go with ``objective`` (the runtime itself)."""
+        return [self]
+
     def extra_metrics(self) -> dict[str, float]:
         """Values logged with every step: a(t), emergence, probe and round results, and which
         plugins are active (``plugin.<name> = 1``)."""
@@ -107,30 +119,24 @@ class AlignmentRuntime:
     # -- trainer callback protocol ------------------------------------------------------------
     def on_train_start(self, state) -> None:
         self.tracker.state.step = state.step
+        data = getattr(state, "data", None)
+        if data is not None and self.recent_documents is None:
+            def recent(steps: int) -> list[Sample]:
+                docs = data.ds.docs
+                return [make_sample(str(docs[d].doc_id), docs[d].text) for d in data.recent_documents(steps)]
+            self.recent_documents = recent
         self._read_annotations(state)
         self.host.call("ufarsap_run_start", run=self.context, state=self.tracker.state)
 
     def on_step_end(self, step: int, metrics: dict[str, Any]):
-        scores = {p: [metrics[f"align.{p}"]] for p in PARADIGMS if metrics.get(f"align.{p}") is not None}
-        self.tracker.update_step(step, scores)
-        if hasattr(self.objective, "observe_step"):
-            self.objective.observe_step(metrics)
-        orchestrated = [metrics[f"O.{p}"] for p in PARADIGMS if metrics.get(f"O.{p}") is not None]
-        if orchestrated:
-            self.emergence.observe_state(orchestrated)
-        if metrics.get("loss.interact") is not None and metrics.get("interact.direct_error") is not None:
-            self.emergence.observe_predictions(metrics["loss.interact"], metrics["interact.direct_error"])
-        if metrics.get("reward.unified") is not None:
-            self.window_rewards.append(metrics["reward.unified"])
+        """Lifecycle hooks and the medium/long horizons; ``metrics`` are only reported to the
+        plugins (a(t) and emergence come from the objective's ``end_step``, not from here)."""
+        self.tracker.state.step = step
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.host.call("ufarsap_step_end", report=StepReport(step=step, loss=metrics.get("loss"), metrics=numeric),
                        state=self.tracker.state)
         if step % self.cfg.window_steps == 0:
-            if self.window_rewards:
-                self.emergence.observe_window(sum(self.window_rewards) / len(self.window_rewards))
-            self.window_rewards = []
-            self.host.call("ufarsap_window_end", report=WindowReport(
-                first_step=step - self.cfg.window_steps + 1, last_step=step, metrics=numeric), state=self.tracker.state)
+            self.window_end(step, numeric)
         if step % self.cfg.round_steps == 0 or step == self.cfg.steps:
             self.round_end(step)
             if step < self.cfg.steps:
@@ -138,14 +144,42 @@ class AlignmentRuntime:
         self._heartbeat()
         return None
 
+    def window_end(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Medium horizon: re-score a seeded sample (``window_samples``) of the window's documents
+        per sample with the current state, set a(t).medium per paradigm to the mean of those
+        scores, then call ``window_end``."""
+        recent = self.recent_documents(self.cfg.window_steps) if self.recent_documents else []
+        generations: list[Sample] = []  # the window's own generations join here once the trainer samples
+        pool = recent[:]
+        if len(pool) > self.cfg.window_samples:
+            keep = np.random.default_rng([self.cfg.seed, step]).choice(len(pool), self.cfg.window_samples,
+                                                                       replace=False)
+            pool = [pool[i] for i in sorted(keep.tolist())]
+        means = self._paradigm_means(pool + generations, step, Horizon.MEDIUM)
+        if means:
+            self.tracker.update_window(step, means)
+        self.host.call("ufarsap_window_end", report=WindowReport(
+            first_step=step - self.cfg.window_steps + 1, last_step=step, metrics=metrics), state=self.tracker.state)
+        return means
+
+    def _paradigm_means(self, samples: list[Sample], step: int, horizon: Horizon) -> dict[str, float]:
+        """Per paradigm: the mean over samples of each sample's score at ``horizon``."""
+        if not samples or not self.host.names:
+            return {}
+        paradigm_of = {n: i.paradigm.value for n, i in self.host.info.items()}
+        cells = score_batch(self.host, TextBatch(samples=samples, step=step), horizon, self.tracker.state)
+        means = {}
+        for p, vals in cells.paradigm_sample_scores(paradigm_of).items():
+            vals = [v for v in vals if v is not None]
+            if vals:
+                means[p] = sum(vals) / len(vals)
+        return means
+
     def round_end(self, step: int) -> dict[str, float]:
         """Long horizon: score the held-out probe set, update a(t).long and generalizability."""
         round_index = step // self.cfg.round_steps
         if self.probe and self.host.names:
-            paradigm_of = {n: i.paradigm.value for n, i in self.host.info.items()}
-            cells = score_batch(self.host, TextBatch(samples=self.probe, step=step), Horizon.LONG, self.tracker.state)
-            means = {p: sum(v for v in vals if v is not None) / max(1, sum(v is not None for v in vals))
-                     for p, vals in cells.paradigm_sample_scores(paradigm_of).items()}
+            means = self._paradigm_means(self.probe, step, Horizon.LONG)
             self.tracker.update_round(round_index, means)
             if means:
                 self.emergence.observe_probe(sum(means.values()) / len(means))
@@ -269,26 +303,12 @@ class AlignmentRuntime:
         writer_for(self.registry_url).heartbeat(self.run_id)
         self.last_heartbeat = time.monotonic()
 
-    # -- checkpointed state ---------------------------------------------------------------------
+    # -- checkpointed state (a(t) and emergence are the objective's; see UnifiedObjective) ------
     def state_dict(self) -> dict:
-        return {"alignment_state": self.tracker.state.model_dump(), "emergence": self.emergence.state_dict(),
-                "probe_metrics": self.probe_metrics}
+        return {"probe_metrics": self.probe_metrics}
 
     def load_state_dict(self, data: dict) -> None:
-        self.tracker.load(data["alignment_state"])
-        self.emergence.load_state_dict(data["emergence"])
+        if "alignment_state" in data:  # a checkpoint from before the objective owned a(t)
+            self.tracker.load(data["alignment_state"])
+            self.emergence.load_state_dict(data["emergence"])
         self.probe_metrics = data.get("probe_metrics", {})
-
-
-def build_objective(**kwargs):
-    """For the torchrun worker: build this process's runtime and return its objective."""
-    global _CURRENT
-    _CURRENT = AlignmentRuntime(**kwargs)
-    return _CURRENT.objective
-
-
-def build_callback():
-    """For the torchrun worker: the callback of the runtime ``build_objective`` made."""
-    if _CURRENT is None:
-        raise RuntimeError("build_objective must run before build_callback")
-    return _CURRENT

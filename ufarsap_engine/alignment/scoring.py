@@ -9,10 +9,10 @@ naming the plugin and hook.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from ufarsap_engine.plugin_host import PluginHost
+from ufarsap_engine.text import make_sample, split_sentences as sentence_spans  # noqa: F401 (re-exported)
 from ufarsap_engine.schemas import (
     SCALES,
     AlignmentState,
@@ -23,24 +23,6 @@ from ufarsap_engine.schemas import (
     Span,
     TextBatch,
 )
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Split ``text`` into sentence character spans (a simple, predictable rule)."""
-    spans, start = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        if m.start() > start:
-            spans.append((start, m.start()))
-        start = m.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    return spans
-
-
-def make_sample(sample_id: str, text: str, **extra) -> Sample:
-    return Sample(sample_id=sample_id, text=text, sentences=sentence_spans(text), **extra)
 
 
 @dataclass

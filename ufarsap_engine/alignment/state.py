@@ -1,7 +1,9 @@
 """The alignment state a(t) (Eq. 1): per paradigm, short / medium / long horizon views.
 
-short = the latest step's mean score; medium = an exponential moving average over steps (its
-time constant is the window length); long = the value measured at the last round.
+short = the latest step's mean score (from the objective's end-of-step statistics); medium =
+the mean per-sample score of a re-scored sample of the last window's documents, measured at the
+window's end by the plugins' medium-horizon hooks; long = the held-out probe set's mean score
+at the last round. A paradigm no plugin serves at a horizon has no value there (not faked).
 """
 
 from __future__ import annotations
@@ -11,23 +13,23 @@ from ufarsap_engine.schemas import AlignmentState
 
 class AlignmentTracker:
     def __init__(self, window_steps: int = 10):
-        self.decay = 1.0 - 1.0 / max(1, window_steps)
+        self.window_steps = max(1, window_steps)
         self.state = AlignmentState()
 
-    def update_step(self, step: int, paradigm_scores: dict[str, list[float | None]]) -> AlignmentState:
-        s = self.state
-        s.step = step
-        for paradigm, values in paradigm_scores.items():
-            vals = [v for v in values if v is not None]
-            if not vals:
-                continue
-            now = sum(vals) / len(vals)
-            s.short[paradigm] = now
-            prev = s.medium.get(paradigm)
-            s.medium[paradigm] = now if prev is None else self.decay * prev + (1 - self.decay) * now
-        return s
+    def update_step(self, step: int, paradigm_scores: dict[str, float]) -> AlignmentState:
+        """Short horizon: the step's mean score per paradigm."""
+        self.state.step = step
+        self.state.short.update(paradigm_scores)
+        return self.state
+
+    def update_window(self, step: int, paradigm_means: dict[str, float]) -> AlignmentState:
+        """Medium horizon: per paradigm, the mean of the per-sample scores at a window's end."""
+        self.state.step = step
+        self.state.medium.update(paradigm_means)
+        return self.state
 
     def update_round(self, round_index: int, paradigm_means: dict[str, float]) -> AlignmentState:
+        """Long horizon: per paradigm, the held-out probe set's mean score at a round's end."""
         self.state.round = round_index
         self.state.long.update(paradigm_means)
         return self.state

@@ -12,13 +12,21 @@ alignment A[s, tau, p, b], orchestrates it (Eq. 2), and adds the terms:
   filtering of the LM term), see ``objectives.py``;
 - L_coord (Eq. 6): ``||O - a*||^2`` per sample. For short-horizon cells
   ``A = 1 - (sum_t m_t p_t) / (sum_t m_t)``: one minus the probability the model still gives the
-  flagged tokens (1 when nothing is flagged); medium/long cells hold the state's EMA and round
-  values (constants). So L_coord is differentiable in the model and in the orchestrator;
+  flagged tokens (1 when nothing is flagged); medium/long cells hold a(t).medium (the last
+  window's re-scored documents) and a(t).long (the held-out probes at the last round), constants.
+  So L_coord is differentiable in the model and in the orchestrator;
 - L_emerge: ``1 - Synergy`` per sample (Synergy from the interaction graph, Eq. 20);
 - the interaction network's own prediction loss (it learns the paradigm dynamics, Eq. 3).
 
 Per-sample terms are scaled by tokens/sample so that all terms are sums over tokens, which is
 what the trainer normalises (see ``trainer/objective.py``).
+
+State across steps lives here, in explicit objects: a(t) (``tracker``), emergence, the unified
+reward of the current window and the interaction network's last input. ``loss`` returns the
+step's state statistics next to its metrics; the trainer reduces them and hands them back through
+``end_step(step, stats)``, which updates that state. Metrics are logged, never read back.
+The runtime (``runtime.py``) shares the same tracker and writes its medium and long views at
+window and round ends.
 """
 
 from __future__ import annotations
@@ -47,9 +55,12 @@ class UnifiedObjective:
 
     name = "unified"
 
-    def __init__(self, host: PluginHost, cfg: ObjectiveConfig, tracker: AlignmentTracker,
-                 emergence: EmergenceTracker, total_steps: int, seed: int = 0):
-        self.host, self.cfg, self.tracker, self.emergence = host, cfg, tracker, emergence
+    def __init__(self, host: PluginHost, cfg: ObjectiveConfig, tracker: AlignmentTracker | None = None,
+                 emergence: EmergenceTracker | None = None, total_steps: int = 1, seed: int = 0):
+        self.host, self.cfg = host, cfg
+        self.tracker = tracker if tracker is not None else AlignmentTracker()
+        self.emergence = emergence if emergence is not None else EmergenceTracker()
+        self.window_rewards: list[float] = []  # the unified reward of each step of the current window
         self.total_steps = max(1, total_steps)
         self.orchestrator = Orchestrator()
         self.interaction = InteractionNetwork(seed=seed)
@@ -330,11 +341,17 @@ class UnifiedObjective:
                 total = total + cfg.lambda_emerge * emerge
 
         metrics = {k: v.detach() / ntok.clamp(min=1.0) for k, v in terms.items()}
+        # What end_step remembers of this step: reduced by the trainer like metrics, kept apart.
+        stats = {"reward.unified": ((reward * mask).sum() / ntok.clamp(min=1.0)).detach()}
+        if "loss.interact" in metrics:
+            stats["interact.error"] = metrics["loss.interact"]
+            stats["interact.direct_error"] = metrics["interact.direct_error"]
         for p, name in enumerate(PARADIGMS):
             if present[p]:
-                metrics[f"O.{name}"] = O[p].detach().mean()
-                metrics[f"align.{name}"] = paradigm_scores[p].detach().mean()
-        metrics["reward.unified"] = ((reward * mask).sum() / ntok.clamp(min=1.0)).detach()
+                stats[f"O.{name}"] = O[p].detach().mean()
+                stats[f"score.{name}"] = paradigm_scores[p].detach().mean()
+                metrics[f"O.{name}"], metrics[f"align.{name}"] = stats[f"O.{name}"], stats[f"score.{name}"]
+        metrics["reward.unified"] = stats["reward.unified"]
         metrics["synergy"] = synergy.detach().mean()
         for si, scale in enumerate(SCALES):  # how much probability the model still gives flagged tokens
             flags = mis[si].amax(0) * mask
@@ -344,7 +361,7 @@ class UnifiedObjective:
         metrics.update(prepared["plugin_metrics"])
         metrics["lm_token_weight"] = ((lm_weight * mask).sum() / ntok.clamp(min=1.0)).detach()  # 1 = all tokens in L_LM
         metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
-        return total, ntok.to(torch.int), metrics
+        return total, ntok.to(torch.int), metrics, stats
 
     def step_metrics(self) -> dict[str, float]:
         """Logged once per step (the same on every rank): the orchestrator's cell weights and the
@@ -353,20 +370,40 @@ class UnifiedObjective:
         return {**{k: float(v) for k, v in self.orchestrator.weight_table(avail).items()},
                 **(self.extra_metrics() if self.extra_metrics else {})}
 
-    def observe_step(self, metrics: dict) -> None:
-        """After each step (all ranks, reduced metrics): remember the node features the
-        interaction network predicts the next step from."""
-        if not any(f"O.{p}" in metrics for p in PARADIGMS):
-            return
-        st = self.tracker.state
-        rows = [[float(metrics.get(f"O.{p}", 1.0)), st.medium.get(p, 1.0), st.long.get(p, 1.0)] for p in PARADIGMS]
-        self.prev_features = torch.tensor(rows)
+    # -- after the optimizer step -----------------------------------------------------------
+    def end_step(self, step: int, stats: dict[str, float]) -> None:
+        """The trainer's hand-off after each step (all ranks, the step's reduced ``stats``):
+        update a(t).short, emergence (novelty, prediction errors, and effectiveness at a window's
+        end) and the node features the interaction network predicts the next step from."""
+        scores = {p: stats[f"score.{p}"] for p in PARADIGMS if f"score.{p}" in stats}
+        self.tracker.update_step(step, scores)
+        orchestrated = [stats[f"O.{p}"] for p in PARADIGMS if f"O.{p}" in stats]
+        if orchestrated:
+            self.emergence.observe_state(orchestrated)
+        if "interact.error" in stats and "interact.direct_error" in stats:
+            self.emergence.observe_predictions(stats["interact.error"], stats["interact.direct_error"])
+        if "reward.unified" in stats:
+            self.window_rewards.append(stats["reward.unified"])
+        if step % self.tracker.window_steps == 0:
+            if self.window_rewards:
+                self.emergence.observe_window(sum(self.window_rewards) / len(self.window_rewards))
+            self.window_rewards = []
+        if orchestrated:
+            st = self.tracker.state
+            self.prev_features = torch.tensor([[float(stats.get(f"O.{p}", 1.0)), st.medium.get(p, 1.0),
+                                                st.long.get(p, 1.0)] for p in PARADIGMS])
 
     # -- checkpointed state (the orchestrator and interaction weights are extra modules, which
     # the trainer checkpoints itself) ---------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"prev_features": None if self.prev_features is None else self.prev_features.tolist()}
+        return {"prev_features": None if self.prev_features is None else self.prev_features.tolist(),
+                "alignment_state": self.tracker.state.model_dump(), "emergence": self.emergence.state_dict(),
+                "window_rewards": list(self.window_rewards)}
 
     def load_state_dict(self, data: dict) -> None:
         pf = data.get("prev_features")
         self.prev_features = None if pf is None else torch.tensor(pf)
+        if "alignment_state" in data:  # checkpoints before the objective owned its state kept it in the runtime's
+            self.tracker.load(data["alignment_state"])
+            self.emergence.load_state_dict(data["emergence"])
+        self.window_rewards = list(data.get("window_rewards", []))

@@ -35,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ufarsap_engine.text import split_sentences
 from ufarsap_plugins.safety.privacy import luhn_ok  # the checksum itself is not a judging choice
 
 CATEGORIES = ("toxicity", "privacy", "misinformation", "bias")
@@ -54,7 +55,6 @@ DEBUNK_CUES = re.compile(r"\b(myth|misconception|debunk\w*|not true|false|untrue
                          r"incorrect\w*|refuted|disproven|urban legend)\b", re.I)
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 WORD_RE = re.compile(r"[a-z0-9']+")
-SENT_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 PHONE_RE = re.compile(r"(?<![\w.])\+?\(?\d[\d ()\-.]{7,18}\d(?![\w.])")
@@ -66,7 +66,7 @@ IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in SENT_RE.split(text) if s and s.strip()]
+    return [text[a:b] for a, b in split_sentences(text)]
 
 
 def words(text: str) -> list[str]:

@@ -7,7 +7,9 @@ kinds so the look-alike negatives (``toxic-neg``, ``pii-neg``, ``fact``, ...) ar
 Selection uses the ``dev`` probe; generalisation is measured on the ``test`` probe, whose
 records come from different templates (see ``data/embedded/README.md``).
 
-The trainer must leave ``ProbeSet.ids`` of both probe sets out of its training data.
+The trainer leaves ``ProbeSet.ids`` of both default probe sets out of its training data
+(:func:`default_probe_ids`, the ``exclude_ids`` that ``run`` gives the trainer when it trains on
+the embedded corpus).
 """
 
 from __future__ import annotations
@@ -115,3 +117,9 @@ def default_probe_sets(*, corpus: str | Path | None = None, labels: str | Path |
     """(selection probe from ``dev``, generalisation probe from ``test``)."""
     return (load_probe_set("dev", corpus=corpus, labels=labels, per_category=per_category, seed=seed),
             load_probe_set("test", corpus=corpus, labels=labels, per_category=per_category, seed=seed))
+
+
+def default_probe_ids(seed: int = 0) -> list[str]:
+    """The ids of both default probe sets (what evolution's probe evaluator scores at that seed)."""
+    dev, test = default_probe_sets(seed=seed)
+    return sorted(set(dev.ids) | set(test.ids))

@@ -65,7 +65,8 @@ class DataSpec(BaseModel):
     max_documents: int | None = None
     holdout_documents: int = Field(0, ge=0, description="documents held out of training (the probe set)")
     holdout_seed: int = 0
-    exclude_ids: list[str] = Field(default_factory=list, description="document ids never trained on")
+    exclude_ids: list[str] = Field(default_factory=list, description="document ids never trained on "
+                                   "(e.g. evolution's probe sets, which are scored elsewhere)")
     marks: str | None = Field(None, description="JSON file of per-document marks (control token, spans to "
                                                 "hide or tag) applied when packing; see Marks")
 
@@ -284,19 +285,20 @@ def heldout_documents(spec: DataSpec) -> list[Document]:
 
 
 def split_holdout(spec: DataSpec) -> tuple[list[Document], list[Document]]:
-    """(train, held out): ``holdout_documents`` picked by a seeded draw, plus ``exclude_ids``;
-    the same for every rank and every resume."""
+    """(train, held out): the held-out probe set is ``holdout_documents`` picked by a seeded draw
+    among the documents not in ``exclude_ids``; training gets neither. The same for every rank
+    and every resume."""
     docs = read_documents(spec)
     if not spec.holdout_documents and not spec.exclude_ids:
         return docs, []
-    n = min(spec.holdout_documents, len(docs) // 10)
-    held = set(np.random.default_rng([spec.holdout_seed, 7]).choice(len(docs), size=n, replace=False).tolist())
     excluded = set(spec.exclude_ids)
-    held |= {i for i, d in enumerate(docs) if str(d.doc_id) in excluded}
-    train = [d for i, d in enumerate(docs) if i not in held]
+    pool = [d for d in docs if str(d.doc_id) not in excluded]
+    n = min(spec.holdout_documents, len(pool) // 10)
+    held = set(np.random.default_rng([spec.holdout_seed, 7]).choice(len(pool), size=n, replace=False).tolist())
+    train = [d for i, d in enumerate(pool) if i not in held]
     if not train:
         raise UserError("every document is held out; give more data or a smaller holdout_documents")
-    return train, [d for i, d in enumerate(docs) if i in held]
+    return train, [d for i, d in enumerate(pool) if i in held]
 
 
 def read_documents(spec: DataSpec) -> list[Document]:
@@ -729,6 +731,17 @@ class StepBatches:
         ]
         self.consumed += self.global_batch
         return mbs
+
+    def recent_documents(self, steps: int) -> list[int]:
+        """Indices (into ``ds.docs``, ascending) of the documents the last ``steps`` steps trained
+        on, over all data-parallel ranks: the same list on every rank."""
+        start = max(0, self.consumed - steps * self.global_batch)
+        blocks = sample_order(self.ds.num_blocks, self.seed, start, self.consumed - start)
+        found: set[int] = set()
+        for b in blocks.tolist():
+            sl = self.ds.block_slice(b)
+            found.update(np.unique(self.ds.doc_of[sl.start + 1 : sl.stop]).tolist())
+        return sorted(found)
 
     def state_dict(self) -> dict:
         return {"consumed": self.consumed, "seed": self.seed, "num_blocks": self.ds.num_blocks}

@@ -9,11 +9,14 @@ One optimizer step (:func:`train_step`):
    ``objective.loss`` on the last stage and returns ``(loss_sum, num_tokens, metrics)``. The
    schedule finalizes grads once (DP all-reduce, tied-embedding sync, divide by the global token
    count, see ``model.build_optimizer``).
-3. Metrics are reduced: sums over microbatches and DP ranks, then broadcast from the last
-   pipeline stage, so *every rank* holds identical metrics (callbacks see the same values
-   everywhere and stay in lock-step).
+3. Metrics and the objective's state statistics are reduced: sums over microbatches and DP
+   ranks, then broadcast from the last pipeline stage, so *every rank* holds identical values
+   (callbacks see the same metrics everywhere and stay in lock-step).
 4. The objective's extra modules get their grads reduced the same way and are stepped.
 5. ``scheduler.step(1)`` then ``optimizer.step()`` (Megatron clips grads and returns the norm).
+6. ``objective.end_step(step, stats)`` hands the objective the step's reduced state statistics
+   (the only way the next step's loss learns from this one). Metrics are only logged: nothing
+   that shapes a loss is read back out of them.
 
 :func:`run_training` repeats that, appends one JSON object per step to ``OUT/metrics.jsonl``
 (rank 0), shows progress, calls callbacks, saves checkpoints, writes ``OUT/summary.json``.
@@ -49,6 +52,7 @@ from .objective import ModelOutputs
 from .parallel import ParallelInfo
 
 _RESERVED = ("_loss_sum", "_num_tokens", "_lm_sum", "_lm_tokens")
+_STAT = "stat:"  # report-key prefix of the objective's state statistics (kept apart from metrics)
 
 
 @dataclass
@@ -81,13 +85,14 @@ def _loss_func(objective, mb: Batch, prepared: dict, output_tensor: torch.Tensor
     metrics, which on CPU is most of what reporting them costs."""
     ce = output_tensor.float()
     mask = mb.loss_mask.float()
-    loss_sum, num_tokens, metrics = objective.loss(
+    loss_sum, num_tokens, metrics, *rest = objective.loss(
         ce, mask, prepared, ModelOutputs(token_logprobs=-ce, batch=mb)
     )
-    metrics = metrics or {}
-    clash = [k for k in metrics if k in _RESERVED]
+    stats = rest[0] if rest else {}
+    clash = [k for k in (metrics or {}) if k in _RESERVED or k.startswith(_STAT)]
     if clash:
         raise ValueError(f"objective metric name {clash[0]!r} is reserved")
+    metrics = {**(metrics or {}), **{_STAT + k: v for k, v in (stats or {}).items()}}
     tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
     floats = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
     parts = [loss_sum.detach().float().reshape(1), num_tokens.detach().float().reshape(1),
@@ -109,9 +114,9 @@ def _forward_step(state: TrainState, data_iterator, model):
     return output, partial(_loss_func, state.objective, mb, prepared)
 
 
-def _reduce_metrics(state: TrainState, store: list[dict]) -> dict[str, float]:
+def _reduce_metrics(state: TrainState, store: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
     """Sum/mean per-microbatch reports over microbatches and DP ranks, then broadcast from the
-    last pipeline stage so that all ranks return the same dict."""
+    last pipeline stage so that all ranks return the same ``(metrics, stats)``."""
     from megatron.core import parallel_state as ps
 
     out: dict[str, float] | None = None
@@ -155,7 +160,9 @@ def _reduce_metrics(state: TrainState, store: list[dict]) -> dict[str, float]:
             box, src=ps.get_pipeline_model_parallel_last_rank(), group=ps.get_pipeline_model_parallel_group()
         )
         out = box[0]
-    return out  # type: ignore[return-value]
+    metrics = {k: v for k, v in out.items() if not k.startswith(_STAT)}
+    stats = {k[len(_STAT):]: v for k, v in out.items() if k.startswith(_STAT)}
+    return metrics, stats
 
 
 def _step_extra_modules(state: TrainState, total_tokens: float) -> None:
@@ -218,7 +225,7 @@ def train_step(state: TrainState) -> dict[str, float]:
         micro_batch_size=state.train_cfg.micro_batch_size,
         forward_only=False,
     )
-    metrics = _reduce_metrics(state, store)
+    metrics, stats = _reduce_metrics(state, store)
     step_metrics = getattr(state.objective, "step_metrics", None)
     if callable(step_metrics):  # values the same on every rank and microbatch: logged once, not reduced
         metrics.update(step_metrics())
@@ -227,6 +234,9 @@ def train_step(state: TrainState) -> dict[str, float]:
     state.scheduler.step(1)
     ok, grad_norm, _ = state.optimizer.step()
     state.step += 1
+    end_step = getattr(state.objective, "end_step", None)
+    if end_step is not None:
+        end_step(state.step, stats)
     if state.info.device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0

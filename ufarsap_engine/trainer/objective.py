@@ -19,7 +19,12 @@ Call order per microbatch, on every rank:
 Metrics: every value of the returned ``metrics`` dict must be a scalar tensor. The loop clones
 them (the schedule scales the loss in place, so a metric aliasing it would be silently scaled),
 averages each one over microbatches and data-parallel ranks, and writes it under its own name to
-``metrics.jsonl``.
+``metrics.jsonl``. Metrics are logged only; the loop never hands them back to the objective.
+
+State across steps: ``loss`` may return a fourth value, ``stats`` (scalar tensors: what the
+objective needs to remember from this step, e.g. the step's mean plugin scores). The loop reduces
+them like metrics and, after the optimizer step, calls ``end_step(step, stats)`` on every rank
+with the same values. That call is the one path from a step to the next step's loss.
 
 Extra trainable modules (e.g. the orchestrator's weights): return them from
 ``extra_modules()`` as ``[(module, lr), ...]``. They are trained by a separate ``torch.optim.AdamW``
@@ -61,6 +66,7 @@ class Objective(Protocol):
         prepared: dict[str, torch.Tensor],
         outputs: ModelOutputs,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]: ...
+    # optional: loss(...) -> (loss_sum, num_tokens, metrics, stats) with end_step(step, stats)
 
 
 class MLEObjective:

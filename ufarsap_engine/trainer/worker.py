@@ -5,7 +5,9 @@
   the launched world. Returns the summary dict (also written to ``OUT/summary.json``).
 - ``python -m ufarsap_engine.trainer.worker --spec FILE.json`` is what every ``torchrun``
   process runs; the spec is a :class:`RunSpec` (model, train, data, and the objective and
-  callbacks as ``module:callable`` references, built inside each worker).
+  callbacks as ``module:callable`` references, built inside each worker; or one ``runtime``
+  reference whose result carries both, ``.objective`` and ``.callbacks``, so that they share
+  their state without any global).
 - ``launch_torchrun(nproc, spec_path)`` checks the spec in the calling process first (layout,
   device, data, tokenizer, checkpoint), so user mistakes are reported as one line without
   starting any worker, then runs ``torch.distributed.run --standalone`` (through
@@ -108,12 +110,15 @@ class RunSpec(BaseModel):
     data: DataSpec = Field(default_factory=DataSpec)
     objective: ImportRef | None = None
     callbacks: list[ImportRef] = Field(default_factory=list)
+    runtime: ImportRef | None = Field(None, description="builds one object with .objective and .callbacks")
     generate: GenerateSpec | None = None
 
     @model_validator(mode="after")
     def _task_fields(self) -> "RunSpec":
         if self.task == "train" and self.model is None:
             raise ValueError("a training spec needs 'model'")
+        if self.runtime is not None and self.objective is not None:
+            raise ValueError("give 'runtime' (which brings its objective) or 'objective', not both")
         if self.task == "generate" and self.generate is None:
             raise ValueError("a generation spec needs 'generate'")
         return self
@@ -326,7 +331,11 @@ def run_spec(spec: RunSpec) -> dict:
     if spec.task == "generate":
         return _run_generate(spec)
     objective = spec.objective.build() if spec.objective else None
-    callbacks = [c.build() for c in spec.callbacks]
+    callbacks = []
+    if spec.runtime is not None:
+        runtime = spec.runtime.build()
+        objective, callbacks = runtime.objective, list(runtime.callbacks)
+    callbacks += [c.build() for c in spec.callbacks]
     return train(spec.model, spec.train, spec.data, objective, callbacks)
 
 
@@ -356,7 +365,7 @@ def preflight(spec: RunSpec, nproc: int) -> None:
     latest = find_resumable(spec.train.out_path / "checkpoints") if spec.train.resume else None
     if latest is None and spec.train.init_from:
         verify_checkpoint(resolve_checkpoint(spec.train.init_from))
-    for ref in ([spec.objective] if spec.objective else []) + list(spec.callbacks):
+    for ref in [r for r in (spec.objective, spec.runtime) if r] + list(spec.callbacks):
         mod = ref.target.partition(":")[0]
         try:
             importlib.import_module(mod)
