@@ -1,8 +1,7 @@
 """The embedded labelled corpus as engine samples, for evaluation, tests and benchmarks.
 
-Rendering (written down so span offsets are unambiguous): a ``text`` record is its text; a
-``prompt``/``response`` record is ``prompt + "\\n\\n" + response`` (``Sample.prompt`` set); a
-``messages`` record is ``"role: content"`` lines joined by ``"\\n"`` (``Sample.messages`` set).
+Rendering: the engine's one renderer (``ufarsap_engine.documents.render_record``), the very text
+the trainer trains on (``Sample.prompt`` / ``Sample.messages`` set for prompt and chat records).
 Label spans, stored per field, are shifted onto that rendered text.
 """
 
@@ -14,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
+from ufarsap_engine.documents import render_record
 from ufarsap_engine.schemas import Message, Sample
 
 from ufarsap_engine.text import split_sentences  # Sample.sentences: the engine's rule
@@ -34,25 +34,10 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
 
 def render(record: dict) -> tuple[Sample, dict[str, int]]:
     """A corpus record as a ``Sample``, and the offset of each field inside ``Sample.text``."""
-    rid = str(record.get("id", ""))
-    if "messages" in record:
-        lines, offsets, pos = [], {}, 0
-        for i, m in enumerate(record["messages"]):
-            prefix = f"{m['role']}: "
-            offsets[f"messages[{i}]"] = pos + len(prefix)
-            line = prefix + m["content"]
-            lines.append(line)
-            pos += len(line) + 1
-        text = "\n".join(lines)
-        sample = Sample(sample_id=rid, text=text, messages=[Message(**m) for m in record["messages"]],
-                        sentences=split_sentences(text))
-        return sample, offsets
-    if "prompt" in record:
-        text = record["prompt"] + "\n\n" + record.get("response", "")
-        sample = Sample(sample_id=rid, text=text, prompt=record["prompt"], sentences=split_sentences(text))
-        return sample, {"prompt": 0, "response": len(record["prompt"]) + 2}
-    text = record.get("text", "")
-    return Sample(sample_id=rid, text=text, sentences=split_sentences(text)), {"text": 0}
+    r = render_record(record)
+    sample = Sample(sample_id=str(record.get("id", "")), text=r.text, sentences=split_sentences(r.text),
+                    prompt=r.prompt, messages=None if r.messages is None else [Message(**m) for m in r.messages])
+    return sample, r.fields
 
 
 @dataclass

@@ -23,12 +23,27 @@ def test_rewrite_corpus_prefixes_by_threshold(tmp_path):
     assert control_prompt("x") == ALIGNED + "x"
 
 
-def test_render_matches_the_trainer():
-    from ufarsap_engine.trainer.data import DataSpec, _render_record
+def test_train_eval_and_bench_render_a_record_identically(tmp_path):
+    """One renderer: the trainer's documents, the labelled evaluation set's samples, conditional
+    training's corpus and the benchmark's texts are the same string for the same record."""
+    from ufarsap_engine.bench.data import build
+    from ufarsap_engine.trainer.data import DataSpec, load_documents
+    from ufarsap_plugins.evaldata import render
 
-    for rec in ({"id": "1", "text": "t"}, {"id": "2", "prompt": "p ", "response": "r"},
-                {"id": "3", "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}):
-        assert render_record(rec)[0] == _render_record(rec, "x", DataSpec(), 0).text
+    recs = [{"id": "1", "text": "t"}, {"id": "2", "prompt": "p ", "response": "r"},
+            {"id": "3", "prompt": "Why?", "response": "Because."},
+            {"id": "4", "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    trained = [d.text for d in load_documents(DataSpec(path=str(data)))]
+    assert trained == ["t", "p r", "Why?\nBecause.", "user: u\nassistant: a\n"]
+    assert [render(r)[0].text for r in recs] == trained  # evaluation
+    assert [render_record(r)[0] for r in recs] == trained  # conditional training and the benchmark
+    assert render(recs[2])[1] == {"prompt": 0, "response": 5}  # label spans move with the text
+    bench = build(tmp_path / "bench", n_clean=2, n_bad_per_kind=1, n_adv_per_kind=1, max_train_documents=5)
+    train_recs = [json.loads(x) for x in bench.train_path.read_text().splitlines()]
+    assert [d.text for d in load_documents(DataSpec(path=str(bench.train_path)))] == \
+        [render(r)[0].text for r in train_recs] == [render_record(r)[0] for r in train_recs]
 
 
 def test_judges_flag_each_category_and_not_clean_text():

@@ -15,8 +15,8 @@ A data-side alignment method, the single-method baseline UFARSAP is measured aga
    hooks, no trainer change);
 4. at generation time prompts are prefixed with ``<|aligned|>`` (:func:`control_prompt`).
 
-Documents are rendered exactly as the trainer renders them (``prompt`` + newline + ``response``;
-``role: content`` lines for ``messages``), so the tokens after the control string are the tokens
+Documents are rendered by the trainer's renderer (``ufarsap_engine/documents.py``: ``prompt`` +
+newline + ``response``; ``role: content`` lines for ``messages``), so the tokens after the control string are the tokens
 every other method trains on. With a tokenizer that has the two control strings as special
 tokens (the benchmark trains one), each control string is a single token.
 """
@@ -28,27 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ufarsap_engine import documents
+
 ALIGNED = "<|aligned|>"
 MISALIGNED = "<|misaligned|>"
 CONTROL_TOKENS = (ALIGNED, MISALIGNED)
 
 
 def render_record(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(text, sample extras) of one corpus record, rendered the way the trainer renders it
-    (``ufarsap_engine/trainer/data.py:_render_record``)."""
-    if "text" in rec:
-        return str(rec["text"]), {}
-    if "prompt" in rec or "response" in rec:
-        prompt, response = str(rec.get("prompt", "")), str(rec.get("response", ""))
-        sep = "" if (not prompt or prompt[-1].isspace()) else "\n"
-        return prompt + sep + response, {"prompt": prompt}
-    if "messages" in rec:
+    """(text, sample extras) of one corpus record, rendered by the one renderer the trainer,
+    the evaluation set and the benchmark use (``ufarsap_engine/documents.py``)."""
+    r = documents.render_record(rec)
+    if r.messages is not None:
         from ufarsap_engine.schemas import Message
 
-        msgs = rec["messages"]
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
-        return text, {"messages": [Message(role=m["role"], content=str(m["content"])) for m in msgs]}
-    raise ValueError(f"record {rec.get('id')!r} has no text, prompt/response or messages")
+        return r.text, {"messages": [Message(**m) for m in r.messages]}
+    return r.text, ({"prompt": r.prompt} if r.prompt is not None else {})
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

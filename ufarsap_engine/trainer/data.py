@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ufarsap_engine.documents import render_record
 from ufarsap_engine.errors import UserError
 
 EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>")
@@ -122,50 +123,16 @@ class Document:
 
 
 def _render_record(rec: Any, where: str, spec: DataSpec, index: int) -> Document:
-    """Turn one JSON object into a Document, or raise ``UserError('FILE:LINE: ...')``."""
-    if not isinstance(rec, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    """Turn one JSON object into a Document (rendered by ``documents.render_record``, the one
+    renderer of training, evaluation and the benchmark), or raise ``UserError('FILE:LINE: ...')``."""
+    try:
+        r = render_record(rec, spec.text_field)
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from None
     doc_id = str(rec.get("id", index))
     meta = {k: v for k, v in rec.items() if k not in ("id", spec.text_field, "prompt", "response", "messages")}
-    if spec.text_field in rec:
-        text = rec[spec.text_field]
-        if not isinstance(text, str):
-            raise UserError(f"{where}: field '{spec.text_field}' must be a string")
-        return Document(doc_id, text, None, meta=meta)
-    if "prompt" in rec or "response" in rec:
-        prompt, response = rec.get("prompt"), rec.get("response")
-        if not isinstance(prompt, str) or not isinstance(response, str):
-            raise UserError(f"{where}: 'prompt' and 'response' must both be strings")
-        sep = "" if (not prompt or prompt[-1].isspace()) else "\n"
-        text = prompt + sep + response
-        ranges = [(len(prompt) + len(sep), len(text))] if spec.loss_on == "response" else None
-        return Document(doc_id, text, ranges, prompt=prompt, meta=meta)
-    if "messages" in rec:
-        msgs = rec["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            raise UserError(f"{where}: 'messages' must be a non-empty list")
-        parts, ranges, pos = [], [], 0
-        for j, m in enumerate(msgs):
-            if (
-                not isinstance(m, dict)
-                or not isinstance(m.get("role"), str)
-                or not isinstance(m.get("content"), str)
-            ):
-                raise UserError(f"{where}: messages[{j}] needs string 'role' and 'content'")
-            head = f"{m['role']}: "
-            parts.append(head + m["content"] + "\n")
-            if m["role"] == "assistant":
-                ranges.append((pos + len(head), pos + len(head) + len(m["content"]) + 1))
-            pos += len(parts[-1])
-        text = "".join(parts)
-        messages = [{"role": m["role"], "content": m["content"]} for m in msgs]
-        return Document(
-            doc_id, text, ranges if spec.loss_on == "response" else None, messages=messages, meta=meta
-        )
-    raise UserError(
-        f"{where}: no '{spec.text_field}', 'prompt'+'response' or 'messages' field "
-        f"(keys: {', '.join(sorted(rec)) or 'none'})"
-    )
+    ranges = r.response_ranges if spec.loss_on == "response" else None
+    return Document(doc_id, r.text, ranges, prompt=r.prompt, messages=r.messages, meta=meta)
 
 
 def _not_utf8(path: Path, lineno: int, exc: UnicodeDecodeError, line: bytes) -> UserError:
