@@ -3,6 +3,9 @@
 Documents are the embedded corpus records (rendered as the engine would, mean ~240 characters),
 scored in batches through each plugin's document hook (token hook for the safety plugins, which
 also produces spans). The "safety suite" row runs all five safety plugins on the same batches.
+The self/reflect/multi plugins build on the safety plugins' results (``PluginInfo.uses``): their
+batches carry the five safety plugins' results (``TextBatch.upstream``, computed before the
+clock starts), so their rows are their own cost on top of the suite's, as in ``score_batch``.
 Thread pools are pinned to one thread and the process to one core (where the OS allows), so
 figures compare across machines with different core counts.
 
@@ -37,12 +40,30 @@ def load(name: str):
     return getattr(importlib.import_module(module), cls)()
 
 
+def with_safety_upstream(b):
+    """``b`` with the five safety plugins' results attached, as the host hands them over."""
+    from ufarsap_engine.alignment.scoring import score_batch
+    from ufarsap_engine.plugin_host import PluginHost
+    from ufarsap_engine.schemas import AlignmentState, Horizon
+
+    global _SAFETY_HOST
+    _SAFETY_HOST = globals().get("_SAFETY_HOST") or PluginHost(SAFETY)
+    cells = score_batch(_SAFETY_HOST, b, Horizon.SHORT, AlignmentState())
+    upstream: dict = {}
+    for (plugin, scale), res in cells.results.items():
+        upstream.setdefault(plugin, {})[scale] = res
+    return b.model_copy(update={"upstream": upstream})
+
+
 def run(plugins: list, docs: list[str], batch: int) -> float:
-    from ufarsap_engine.schemas import AlignmentState, Horizon, Sample, TextBatch
+    from ufarsap_engine.alignment.scoring import make_sample
+    from ufarsap_engine.schemas import AlignmentState, Horizon, TextBatch
 
     state = AlignmentState()
-    batches = [TextBatch(samples=[Sample(sample_id=str(i + j), text=t) for j, t in enumerate(docs[i:i + batch])])
+    batches = [TextBatch(samples=[make_sample(str(i + j), t) for j, t in enumerate(docs[i:i + batch])])
                for i in range(0, len(docs), batch)]
+    if any(p.ufarsap_plugin_info().uses for p in plugins):
+        batches = [with_safety_upstream(b) for b in batches]
     t0 = time.perf_counter()
     for b in batches:
         for p in plugins:

@@ -104,29 +104,27 @@ def any_flag(flags: dict[str, list[bool]]) -> list[bool]:
 
 def part1() -> dict:
     from ufarsap_engine.plugin_host import PluginHost
-    from ufarsap_engine.schemas import AlignmentState, Horizon, ScaleScores, TextBatch
+    from ufarsap_engine.schemas import AlignmentState, Horizon, TextBatch
     from ufarsap_plugins import evaldata
-    from ufarsap_plugins._suite import safety_profiles
     from ufarsap_plugins.multi.consensus import krippendorff_alpha
 
-    host = PluginHost(["multi.consensus"], strict=True)
+    host = PluginHost(["multi.consensus", *SAFETY], strict=True)  # consensus reads the safety plugins' results
     cons = host.pm.get_plugin("multi.consensus")
-    shost = safety_host()
     agents = [a["name"] for a in cons.params["agents"]]
 
     def run_split(split: str) -> dict:
+        from ufarsap_engine.alignment.scoring import score_batch
+
         items = evaldata.load(split)
         gold = [any(it.label[k] for k in evaldata.LABELS) for it in items]
         batch = TextBatch(samples=[it.sample for it in items])
-        res = host.call("ufarsap_score_document", only=["multi.consensus"], expect=ScaleScores, batch=batch,
-                        horizon=Horizon.IMMEDIATE, state=AlignmentState())["multi.consensus"]
-        profiles = safety_profiles([it.sample.text for it in items])
+        cells = score_batch(host, batch, Horizon.IMMEDIATE, AlignmentState())
+        res = cells.results[("multi.consensus", "document")]
+        plugin_scores = {n: cells.results[(n, "document")].sample_scores for n in SAFETY}
+        # each agent's vote on the same safety results the consensus read
+        profiles = [{n.split(".", 1)[1]: plugin_scores[n][i] for n in SAFETY} for i in range(len(items))]
         votes = [cons.votes_for(p) for p in profiles]
         agent_scores = {a: [v[i].score for v in votes] for i, a in enumerate(agents)}
-        from ufarsap_engine.alignment.scoring import score_batch
-
-        cells = score_batch(shost, batch, Horizon.IMMEDIATE, AlignmentState())
-        plugin_scores = {n: cells.results[(n, "document")].sample_scores for n in SAFETY}
         return {"items": items, "gold": gold, "consensus": res.sample_scores, "details": res.details,
                 "agents": agent_scores, "plugins": plugin_scores}
 
@@ -146,7 +144,7 @@ def part1() -> dict:
     for a in agents:
         add(f"agent:{a}", "agent", test["agents"][a], dev["agents"][a], lambda s: s < CONSENSUS_THRESHOLD)
     for n in SAFETY:
-        th = 1.0 - shost.pm.get_plugin(n).threshold + 1e-9
+        th = 1.0 - host.pm.get_plugin(n).threshold + 1e-9
         add(n, "safety plugin", test["plugins"][n], dev["plugins"][n], lambda s, th=th: s <= th)
     any_pred = [any(test["plugins"][n][i] <= 0.5 + 1e-9 for n in SAFETY) for i in range(len(gold))]
     reference = {"any of the five safety plugins (OR)": metrics(any_pred, gold)}
@@ -467,7 +465,8 @@ def render_doc(res: dict, cmdline: str) -> str:
           f"when its document score is **< {p1['consensus_threshold']}** ({p1['consensus_ties_at_threshold']} scores "
           "were exactly 0.5).",
           "- `agent:*`: each agent's own vote (`ConsensusPlugin.votes_for(profile)`, profile = "
-          "`ufarsap_plugins._suite.safety_profiles(text)`, the same detector outputs the consensus reads), "
+          "the five safety plugins' document scores from the same `score_batch` call, the results the host "
+          "handed the consensus), "
           "flagged when the vote is < 0.5.",
           "- `safety.*`: each safety plugin alone, its document-scale score from `score_batch` "
           "(`PluginHost` of the five plugins, horizon immediate), flagged when the score is <= 1 - threshold "

@@ -51,6 +51,19 @@ def samples() -> list[Sample]:
     return out
 
 
+def with_upstream(p, batch: TextBatch) -> TextBatch:
+    """``batch`` as the host hands it to ``p``: with the safety plugins' results when ``p`` uses them."""
+    if not p.ufarsap_plugin_info().uses:
+        return batch
+    from ufarsap_engine.alignment.scoring import score_texts
+
+    cells = score_texts(SAFETY, list(batch.samples), Horizon.SHORT)  # long adds the slow robustness probe
+    upstream: dict = {}
+    for (name, scale), res in cells.results.items():
+        upstream.setdefault(name, {})[scale] = res
+    return batch.model_copy(update={"upstream": upstream})
+
+
 def check(scores: ScaleScores | None, batch: TextBatch, scale: Scale) -> None:
     if scores is None:
         return
@@ -72,7 +85,7 @@ def check(scores: ScaleScores | None, batch: TextBatch, scale: Scale) -> None:
 def test_bad_input_never_crashes(name):
     p = plugin(name)
     info = p.ufarsap_plugin_info()
-    batch = TextBatch(samples=samples())
+    batch = with_upstream(p, TextBatch(samples=samples()))
     for scale in info.scales:
         fn = getattr(p, HOOK[scale], None)
         assert fn is not None, f"{name} declares {scale} but lacks {HOOK[scale]}"
@@ -98,8 +111,10 @@ def test_long_document_not_truncated(name):
 @pytest.mark.parametrize("name", ["reflect.selfrefine", "self.reward", "multi.consensus"])
 def test_long_document_other_paradigms(name):
     p = plugin(name)
-    batch = TextBatch(samples=[Sample(sample_id="big", text=BIG + " Email me at jane.roe@example.org.")])
-    check(p.ufarsap_score_document(batch=batch, horizon=Horizon.LONG, state=AlignmentState()), batch, Scale.DOCUMENT)
+    batch = with_upstream(p, TextBatch(samples=[Sample(sample_id="big", text=BIG + " Email me at jane.roe@example.org.")]))
+    doc = p.ufarsap_score_document(batch=batch, horizon=Horizon.LONG, state=AlignmentState())
+    check(doc, batch, Scale.DOCUMENT)
+    assert doc.sample_scores[0] < 0.9  # the e-mail address at the very end reached it through the host
 
 
 def test_non_utf8_bytes():

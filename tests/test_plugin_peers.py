@@ -13,7 +13,7 @@ from ufarsap_engine.annotate.manifest import read_manifest
 from ufarsap_engine.config import DEFAULT_PLUGINS
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.plugin_host import PluginHost, dependency_layers, installed_plugins, resolve_selection
-from ufarsap_engine.schemas import AlignmentState, Feedback, Horizon, PluginInfo, Sample
+from ufarsap_engine.schemas import AlignmentState, Horizon, PluginInfo, Sample
 
 PII = "Please write to linda.smith@example.com or call (331) 770-6690 about the harbour market."
 TOXIC = "You are such a stupid idiot. Nobody asked for your worthless opinion."

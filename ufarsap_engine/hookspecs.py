@@ -11,6 +11,13 @@ plugin's scoring hook only for the (scale, horizon) cells the plugin declares in
 ``ufarsap_plugin_info``; the ``horizon`` argument says which horizon the call is for:
 ``immediate`` during generation, ``short`` every training step, ``medium`` at the end of a window
 of steps, ``long`` at an evaluation/evolution round.
+
+Plugins that build on others' results: a plugin whose ``PluginInfo.uses`` names paradigms
+(``"safety"``) or plugins (``"safety.privacy"``) is scored after them, and its ``batch.upstream``
+holds their results on the same batch at the same horizon, ``{plugin: {scale: ScaleScores}}``,
+for the *selected* plugins only (so ``no:X`` removes X everywhere). It reads them there and never
+calls another plugin; a dependency cycle is a one-line error. Everyone else gets an empty
+``upstream``.
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ def ufarsap_plugin_info() -> PluginInfo:
     """Describe the plugin: its paradigm, the scales and horizons it serves, a description.
 
     Returns: ``PluginInfo``. Called once when the plugin is loaded (and by
-    ``ufarsap-engine plugins``). Every plugin must implement it.
+    ``ufarsap-engine plugins``). Every plugin must implement it. ``PluginInfo.uses`` (optional)
+    names the paradigms or plugins whose results the plugin reads from ``batch.upstream``.
     """
 
 
@@ -70,8 +78,9 @@ def ufarsap_configure(params: dict[str, Any]) -> None:
 def ufarsap_score_token(batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores | None:
     """Score a batch at token scale: which character spans are misaligned.
 
-    Args: ``batch`` the samples; ``horizon`` which horizon the call is for; ``state`` the current
-    alignment state a(t). Returns ``ScaleScores`` with ``spans`` (flagged spans per sample, the
+    Args: ``batch`` the samples (``batch.upstream``: the results of the selected plugins this one
+    ``uses``, see the module docstring); ``horizon`` which horizon the call is for; ``state`` the
+    current alignment state a(t). Returns ``ScaleScores`` with ``spans`` (flagged spans per sample, the
     engine maps them onto tokens) and ``sample_scores``; ``None`` to abstain.
     """
 
@@ -153,8 +162,8 @@ def ufarsap_round_end(report: RoundReport, state: AlignmentState) -> None:
 def ufarsap_refine(sample: Sample, feedback: Feedback, state: AlignmentState) -> Refinement | None:
     """Propose a refinement of a sample given the paradigms' feedback (recursive reflection).
 
-    Args: ``sample`` the text to refine; ``feedback`` flagged spans and per-paradigm scores;
-    ``state`` a(t). Returns a ``Refinement`` or ``None`` when the plugin has nothing to offer.
+    Args: ``sample`` the text to refine; ``feedback`` flagged spans (what the selected plugins
+    flagged) and per-paradigm scores; ``state`` a(t). Refine from these; do not re-run detectors. Returns a ``Refinement`` or ``None`` when the plugin has nothing to offer.
     The engine re-scores each refinement and keeps it only if it scores better.
     """
 
