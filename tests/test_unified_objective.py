@@ -2,7 +2,8 @@
 
 - Eq. 5: the logged total is L_LM + sum lambda_i L_i + lambda_coord L_coord + lambda_emerge L_emerge
   (+ the interaction network's own prediction loss), step by step;
-- each objective family lowers the probability of flagged tokens versus MLE on a toy corpus;
+- each objective family lowers the probability of flagged tokens versus MLE on a toy corpus
+  (loss-side: in the training batches; data-side: in held-out contexts, on the checkpoints);
 - the same per-step losses at TP=1, TP=2 and PP=2 (torchrun);
 - a plugin returning NaN during training stops the run naming the plugin and hook.
 """
@@ -10,6 +11,8 @@
 import json
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -109,7 +112,7 @@ def mle_run(world):
     return metrics
 
 
-@pytest.mark.parametrize("family", ["unlikelihood", "rwr", "filtering"])
+@pytest.mark.parametrize("family", ["unlikelihood", "rwr", "filtering", "mask"])
 def test_each_family_lowers_flagged_probability_versus_mle(world, mle_run, family):
     """Same seed, data and steps: the mean probability the model gives the flagged (token-scale)
     tokens of the training batches over the last 10 steps is lower than under MLE."""
@@ -117,6 +120,57 @@ def test_each_family_lowers_flagged_probability_versus_mle(world, mle_run, famil
     assert res.returncode == 0, res.stderr[-2000:]
     tail = lambda ms: sum(m["flagged_p.token"] for m in ms[-10:]) / 10  # noqa: E731
     assert tail(aligned) < 0.5 * tail(mle_run), (family, tail(aligned), tail(mle_run))
+
+
+def probe_word(world, name):
+    """p("zorblax") after held-out contexts, and the share of sampled continuations saying it,
+    from the run's final checkpoint (see ``trainer_helpers/word_probe.py``)."""
+    root, env, _ = world
+    rng = random.Random(99)  # contexts no training document has
+    contexts = root / "contexts.json"
+    contexts.write_text(json.dumps([" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12)))
+                                    for _ in range(32)]))
+    p = subprocess.run([sys.executable, "-m", "trainer_helpers.word_probe", str(root / name / "checkpoints"),
+                        str(contexts), "zorblax"], env=trainer_run.env() | env | {
+                            "PYTHONPATH": os.pathsep.join([str(trainer_run.TESTS_DIR), env["PYTHONPATH"]])},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# Data-side families are learnt through the context (conditional: the control token many tokens
+# back), which this tiny model only picks up at a lower learning rate than the loss-side runs use.
+DATA_RUN = ["--plugins", "safety.zorb", "--set", "objective.mode=individual", "--set", "objective.coordination=false",
+            "--set", "objective.emergence=false", "--set", "train.lr=0.003", "--set", "train.min_lr=0.003"]
+DATA_STEPS = 150
+
+
+@pytest.fixture(scope="module")
+def mle_probe(world):
+    res, _ = train(world, "mle_data", *DATA_RUN, "--set", "objective.families.safety=none", steps=DATA_STEPS)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return probe_word(world, "mle_data")
+
+
+@pytest.mark.parametrize("family", ["conditional", "hidden", "tags"])
+def test_each_data_side_family_lowers_flagged_probability_versus_mle(world, mle_probe, family):
+    """Data-side families change the training tokens, so they are measured on the trained models
+    (same seed, data and steps as MLE): the probability of the flagged word after held-out contexts
+    (conditional: after <|aligned|>) and, for tags, with tag-aware decoding, how often sampled
+    continuations say it."""
+    res, _ = train(world, family, *DATA_RUN, "--set", f"objective.families.safety={family}", steps=DATA_STEPS)
+    assert res.returncode == 0, res.stderr[-2000:]
+    marked = json.loads(res.stdout)["data_family"]
+    assert marked["family"] == family and marked["documents"] == 240
+    if family == "conditional":
+        assert marked["misaligned"] == 80  # the toy corpus's zorblax third, by the marker plugin
+    else:
+        assert marked["flagged_documents"] == 80 and marked["flagged_spans"] >= 4 * 80 - 10
+    got = probe_word(world, family)
+    assert got["p_word"] < 0.5 * mle_probe["p_word"], (family, got, mle_probe)
+    if family == "tags":
+        assert got["tag_aware"] and mle_probe["gen_rate"] > 0.1
+        assert got["gen_rate"] < 0.5 * mle_probe["gen_rate"], (got, mle_probe)
 
 
 def test_same_losses_at_tp1_tp2_pp2(world):
