@@ -79,8 +79,8 @@ def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: Ali
             calls = [(plain, batch)] if plain else []
             calls += [([n], _with_upstream(batch, host.upstream_of(n), cells.results))
                       for n in serving if n not in plain]
-            for only, given in calls:
-                _call_scale(host, cells, scale, only, given, horizon, state)
+            for names, given in calls:
+                _call_scale(host, cells, scale, names, given, horizon, state)
     # A plugin quarantined part-way through contributes nothing to this batch.
     cells.results = {k: v for k, v in cells.results.items() if k[0] not in host.quarantined}
     return cells
