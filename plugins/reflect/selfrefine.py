@@ -15,7 +15,8 @@ Inside the engine the plugin runs no detector: it declares ``uses=["safety"]`` a
 the selected safety plugins flagged on this batch (``TextBatch.upstream``), in one pass, since
 re-detecting an edited text would mean running the detectors itself. The safety it then reaches
 is the Eq. 18 score of what the edits leave: each flag an edit removes or addresses no longer
-counts (``residual_profile``). ``ufarsap_refine`` edits the spans in ``Feedback.spans`` (the
+counts (``residual_profile``); the document score discounts it by the share of the text edited,
+since the original, not the refinement, is what trains. ``ufarsap_refine`` edits the spans in ``Feedback.spans`` (the
 engine re-scores the refinement). With no safety plugin selected there is nothing to edit and
 the document hook has no opinion. ``assess``/``refine_text`` run the built-in detectors
 explicitly, iteration after iteration, for scripts.
@@ -287,6 +288,7 @@ class SelfRefinePlugin:
             return text, trace
         new = tidy(apply_edits(text, edits))
         trace["final_safety"] = self.safety(self.residual_profile(profile, info, edits))
+        trace["edited_share"] = sum(e - s for s, e, _, _ in _chosen(edits)) / max(1, len(text))
         step.update({"edits": sorted({e[3] for e in edits}), "new_safety": round(trace["final_safety"], 4)})
         trace["iterations"].append(step)
         trace["final_quality"] = quality(new)
@@ -326,7 +328,8 @@ class SelfRefinePlugin:
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores | None:
         """The safety a sample reaches after self-refinement of the spans the selected safety
-        plugins flagged (what reflection can achieve); no opinion without safety plugins."""
+        plugins flagged, times the share of its text the edits keep (what reflection can achieve
+        without rewriting it); no opinion without safety plugins."""
         scores: list[float | None] = []
         gains: list[float | None] = []
         for s, profile, flags, units in zip(batch.samples, upstream_profiles(batch), upstream_flags(batch),
@@ -336,6 +339,8 @@ class SelfRefinePlugin:
                 gains.append(None)
                 continue
             _, trace = self.refine_once(as_text(s.text), self.info_from_flags(as_text(s.text), flags, profile, units))
-            scores.append(clamp01(trace["final_safety"]))
+            # the original text is what trains: a document reflection had to rewrite half of scores
+            # at most half its reached safety, never above a clean one
+            scores.append(clamp01(trace["final_safety"] * (1.0 - trace.get("edited_share", 0.0))))
             gains.append(trace["final_safety"] - trace["initial_safety"])
         return ScaleScores(sample_scores=scores, details={"gain": gains})
