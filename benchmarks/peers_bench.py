@@ -23,6 +23,8 @@ import argparse
 import json
 import time
 
+from one_core import pin_one_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="best of N passes per variant")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        except OSError:
-            pass
+    pin_one_core()
     from ufarsap_engine.alignment.scoring import make_sample, score_batch
     from ufarsap_engine.config import DEFAULT_PLUGINS
     from ufarsap_engine.plugin_host import PluginHost

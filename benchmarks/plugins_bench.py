@@ -72,6 +72,9 @@ def run(plugins: list, docs: list[str], batch: int) -> float:
     return len(docs) / (time.perf_counter() - t0)
 
 
+from one_core import pin_one_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=400)
@@ -79,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plugins", default="", help="comma-separated subset (default: all 11 + the suite)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        except OSError:
-            pass
+    pin_one_core()
     try:
         import torch
 

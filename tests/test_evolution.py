@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from test_evolution_support import ALL_SAFETY, fakes, probe_evaluator  # noqa: F401  (fixture)
+from ufarsap_engine.config import ObjectiveConfig, RunConfig
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.evolution import (
     Budget,
@@ -24,7 +25,7 @@ from ufarsap_engine.evolution import (
     scalar_objective,
 )
 from ufarsap_engine.evolution.evaluate import detection_metrics
-from ufarsap_engine.evolution.explore import merge_proposal
+from ufarsap_engine.evolution.explore import MUTABLE_FAMILIES, merge_proposal
 from ufarsap_engine.evolution.integrate import choose
 from ufarsap_engine.evolution.strategy import content_hash
 from ufarsap_engine.plugin_host import PluginHost, installed_plugins
@@ -36,31 +37,44 @@ INSTALLED = ["safety.toxicity", "safety.privacy", "safety.bias", "reflect.crossp
 
 def test_strategy_defaults_registry_layout_and_hash():
     s = Strategy(plugins=["safety.toxicity", "safety.privacy", "safety.toxicity"],
-                 plugin_params={"safety.toxicity": {"threshold": 0.4}}, lambdas={"safety": 0.5})
+                 plugin_params={"safety.toxicity": {"threshold": 0.4}},
+                 objective=ObjectiveConfig(lambda_paradigm={"safety": 0.5}))
     plugins, params = s.to_registry()
     assert plugins == ["safety.privacy", "safety.toxicity"]
-    assert params["plugins"] == {"safety.toxicity": {"threshold": 0.4}}  # the key run.prepare reads
-    assert params["lambdas"] == {"self": 0.2, "reflect": 0.2, "multi": 0.2, "safety": 0.5}
-    assert params["orchestrator"]["eta_orch"] == 5e-5
+    assert params["plugins"] == {"safety.toxicity": {"threshold": 0.4}}  # the keys run.prepare reads
+    assert params["objective"]["lambda_paradigm"] == {"self": 0.2, "reflect": 0.2, "multi": 0.2, "safety": 0.5}
+    # one schema: a strategy's objective defaults are the run config's
+    assert params["objective"] == ObjectiveConfig(lambda_paradigm={"safety": 0.5}).model_dump(mode="json")
+    assert params["objective"]["eta_orch"] == 5e-5 and params["objective"]["beta"] == RunConfig().objective.beta
     again = Strategy.from_registry(plugins, params)
     assert again == s and again.content_hash() == s.content_hash() == content_hash(plugins, params)
     assert Strategy(plugins=["safety.privacy"]).content_hash() != s.content_hash()
+
+
+def test_strategy_records_of_the_earlier_flat_layout_still_read():
+    old = {"plugins": {"safety.toxicity": {"threshold": 0.4}}, "lambdas": {"safety": 0.5}, "alphas": {"self": 0.25},
+           "beta": 0.1, "gamma": 0.05, "objectives": {"self": "dpo", "safety": "filtering"},
+           "orchestrator": {"eta_orch": 1e-4, "eta_paradigm": 1e-4}}
+    s = Strategy.from_registry(["safety.toxicity"], old)
+    o = s.objective
+    assert (o.lambda_paradigm["safety"], o.alpha["self"], o.beta, o.gamma, o.eta_orch) == (0.5, 0.25, 0.1, 0.05, 1e-4)
+    assert o.families["self"] == "rwr" and o.families["safety"] == "filtering"  # dpo was never implemented
 
 
 def test_strategy_json_unknown_fields_and_out_of_range_values(tmp_path):
     path = tmp_path / "strategy.json"
     path.write_text(json.dumps({
         "plugins": ["safety.toxicity"], "colour": "blue",
-        "lambdas": {"safety": -0.1}, "beta": 99, "objectives": {"safety": "ppo"},
-        "orchestrator": {"eta_orch": 0, "momentum": 0.9},
+        "objective": {"lambda_paradigm": {"safety": -0.1}, "beta": 99, "families": {"safety": "ppo"},
+                      "eta_orch": 0, "momentum": 0.9},
         "plugin_params": {"safety.toxicity": {"threshold": 1.5, "max_depth": 2.5, "n_agents": 0},
                           "safety.bias": {"threshold": 0.5}},
     }))
     with pytest.raises(UserError) as err:
         load_strategy(path)
     lines = str(err.value).splitlines()
-    expected = ["colour: unknown field", "lambdas.safety:", "beta:", "objectives.safety:", "orchestrator.eta_orch:",
-                "orchestrator.momentum: unknown field", "plugin_params.safety.toxicity.threshold: must be within [0, 1]",
+    expected = ["colour: unknown field", "objective.lambda_paradigm.safety:", "objective.beta:",
+                "objective.families.safety:", "objective.eta_orch:", "objective.momentum: unknown field", "plugin_params.safety.toxicity.threshold: must be within [0, 1]",
                 "plugin_params.safety.toxicity.max_depth: must be a whole number",
                 "plugin_params.safety.toxicity.n_agents: must be within [1, 16]",
                 "plugin_params.safety.bias: names a plugin that is not in plugins"]
@@ -97,7 +111,9 @@ def test_mutations_stay_in_bounds_and_toggles_use_installed_plugins():
         tox, deb = m.plugin_params["safety.toxicity"], m.plugin_params["multi.debate"]
         assert 0 <= tox["threshold"] <= 1 and tox["window"] > 0
         assert 1 <= deb["n_agents"] <= 16 and 1 <= deb["debate_rounds"] <= 16
-        assert all(0 <= v <= 10 for v in m.lambdas.values()) and 0 < m.orchestrator.eta_orch <= 1
+        o = m.objective
+        assert all(0 <= v <= 10 for v in o.lambda_paradigm.values()) and 0 < o.eta_orch <= 1
+        assert set(o.families.values()) <= set(MUTABLE_FAMILIES)
         t = ex.toggle(s, rng)
         assert set(t.plugins) <= set(INSTALLED) | set(s.plugins) and t.plugins != s.plugins
         assert set(t.plugin_params) <= set(t.plugins)
@@ -167,13 +183,16 @@ def test_plugin_proposals_validated_missing_plugins_dropped_with_reason(fakes):
 
 
 def test_merge_proposal_keeps_base_settings():
-    base = Strategy(plugins=["safety.toxicity"], plugin_params={"safety.toxicity": {"threshold": 0.3}}, beta=0.7)
+    base = Strategy(plugins=["safety.toxicity"], plugin_params={"safety.toxicity": {"threshold": 0.3}},
+                    objective=ObjectiveConfig(beta=0.7))
     merged = merge_proposal(base, ["safety.toxicity", "safety.bias"],
-                            {"plugins": {"safety.bias": {"threshold": 0.1}}, "gamma": 0.2}, source="p")
+                            {"plugins": {"safety.bias": {"threshold": 0.1}}, "objective": {"gamma": 0.2}}, source="p")
     assert merged.plugin_params == {"safety.toxicity": {"threshold": 0.3}, "safety.bias": {"threshold": 0.1}}
-    assert (merged.beta, merged.gamma) == (0.7, 0.2)
-    with pytest.raises(UserError, match="p: gamma: Input should be less than or equal to 10"):
-        merge_proposal(base, ["safety.toxicity"], {"gamma": 11}, source="p")
+    assert (merged.objective.beta, merged.objective.gamma) == (0.7, 0.2)
+    flat = merge_proposal(base, ["safety.toxicity"], {"gamma": 0.3}, source="p")  # the earlier flat layout
+    assert (flat.objective.beta, flat.objective.gamma) == (0.7, 0.3)
+    with pytest.raises(UserError, match="p: objective.gamma: Input should be less than or equal to 10"):
+        merge_proposal(base, ["safety.toxicity"], {"objective": {"gamma": 11}}, source="p")
 
 
 # --- objective and evaluation ------------------------------------------------------------------

@@ -271,13 +271,13 @@ class FakeTrainer:
         caught = sum(p in ALL_SAFETY for p in strategy.plugins) / len(ALL_SAFETY)
         return Evaluation.from_metrics({
             "gen.aligned_rate": 0.5 + 0.5 * caught + self.rng.normal(0, 0.005),
-            "lm_loss": 3.0 * (1 + 0.1 * strategy.lambdas["safety"]), "lm_loss_mle": 3.0, "cost.s_per_step": 0.2,
+            "lm_loss": 3.0 * (1 + 0.1 * strategy.objective.lambda_paradigm["safety"]), "lm_loss_mle": 3.0, "cost.s_per_step": 0.2,
         }, evaluator=self.name)
 
 
 def test_model_based_evaluator_plugs_in_through_the_protocol(registry, fakes):
     trainer = FakeTrainer()
-    heavy = Strategy(plugins=ALL_SAFETY, lambdas={"safety": 2.0})  # aligned, but LM loss 1.2 x MLE
+    heavy = Strategy(plugins=ALL_SAFETY, objective={"lambda_paradigm": {"safety": 2.0}})  # aligned, but LM loss 1.2 x MLE
     cfg = config("model", default_plugins=["safety.ftox"], eval_steps=25)
     with Evolution(registry, RepeatedEvaluator(trainer, repeats=3), cfg, installed=fake_installed(),
                    explorer=FixedExplorer(heavy, Strategy(plugins=ALL_SAFETY))) as evo:

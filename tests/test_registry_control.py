@@ -91,3 +91,39 @@ def test_evolving_run_writes_candidates_and_changes_active_plugins(tmp_path):
     listing = run_cli("plugins", "--json", "--registry", reg_url, cwd=tmp_path)
     enabled = {r["name"] for r in json.loads(listing.stdout) if r["enabled"]}
     assert enabled == set(active.plugins)
+
+
+def test_a_run_of_the_active_strategy_trains_with_its_objective(tmp_path):
+    """One objective schema: the active strategy's ``objective`` is what a run of it trains
+    with (a data-side family included); settings the run gives itself win over it."""
+    from ufarsap_engine.config import ObjectiveConfig
+    from ufarsap_engine.evolution.strategy import Strategy
+    from ufarsap_registry import open_registry
+
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    objective = ObjectiveConfig(families={"safety": "mask"}, beta=0.7, lambda_paradigm=0.4)
+    plugins, params = Strategy(plugins=["safety.toxicity"], objective=objective).to_registry()
+    with open_registry(url) as reg:
+        reg.activate(reg.add_strategy(plugins=plugins, params=params, origin="manual"))
+    cfg = RunConfig(registry=url, out=str(tmp_path / "run"), steps=1, train_model=False)
+    prepared = prepare(cfg)
+    try:
+        got = prepared.cfg.objective
+        assert got.families["safety"] == "mask" and got.beta == 0.7 and got.lam("self") == 0.4
+        assert prepared.settings["objective"] == got.model_dump(mode="json")  # what resume compares
+    finally:
+        prepared.registry.close()
+    own = RunConfig.model_validate({"registry": url, "out": str(tmp_path / "run2"), "steps": 1, "train_model": False,
+                                    "objective": {"beta": 0.2}})
+    prepared = prepare(own)
+    try:
+        assert prepared.cfg.objective.beta == 0.2 and prepared.cfg.objective.families["safety"] == "mask"
+    finally:
+        prepared.registry.close()
+    # --plugins chooses the plugins itself: the strategy's objective does not apply
+    flagged = prepare(RunConfig(registry=url, out=str(tmp_path / "run3"), steps=1, train_model=False,
+                                plugins=["safety.toxicity"]))
+    try:
+        assert flagged.cfg.objective == RunConfig().objective
+    finally:
+        flagged.registry.close()

@@ -10,7 +10,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,8 +22,22 @@ from ufarsap_engine.plugin_host import CALL_TIMEOUT_S, IMPORT_TIMEOUT_S
 DEFAULT_PLUGINS = ["reflect.crossparadigm", "safety.privacy", "safety.toxicity"]
 
 
+#: Upper bound of every loss/reward weight: large enough for any sane setting, small enough to
+#: catch a typo (``20`` for ``0.2``) before it wrecks a run.
+MAX_WEIGHT = 10.0
+Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, allow_inf_nan=False)]
+ParadigmName = Literal["self", "reflect", "multi", "safety"]
+PARADIGM_NAMES: tuple[str, ...] = ("self", "reflect", "multi", "safety")
+FamilyName = Literal["unlikelihood", "rwr", "filtering", "mask", "conditional", "hidden", "tags", "none"]
+#: The family a paradigm trains with when nothing says otherwise.
+DEFAULT_FAMILIES: dict[str, str] = {"safety": "unlikelihood", "reflect": "unlikelihood", "self": "rwr", "multi": "rwr"}
+
+
 class ObjectiveConfig(BaseModel):
     """The unified objective (Eq. 5) and its baselines; weight defaults are the paper's.
+
+    The one objective schema: the run config's ``objective`` section and a strategy's
+    ``objective`` (what evolution mutates and the registry stores) are this model.
 
     ``mode``: unified (orchestrated, interaction, emergence), weighted (fixed lambda_i, no
     learned orchestration), parallel (plain average of paradigm losses), sequential (one
@@ -33,20 +47,21 @@ class ObjectiveConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     mode: Literal["unified", "weighted", "parallel", "sequential", "individual"] = "unified"
-    individual_paradigm: Literal["self", "reflect", "multi", "safety"] = "safety"
-    families: dict[Literal["self", "reflect", "multi", "safety"],
-                   Literal["unlikelihood", "rwr", "filtering", "mask", "conditional", "hidden", "tags",
-                           "none"]] = Field(
-        default_factory=lambda: {"safety": "unlikelihood", "reflect": "unlikelihood", "self": "rwr", "multi": "rwr"})
-    lambda_paradigm: dict[str, float] | float = Field(0.2, description="lambda_i, one value or per paradigm")
-    lambda_coord: float = Field(0.15, ge=0)
-    lambda_emerge: float = Field(0.05, ge=0)
-    lambda_interact: float = Field(1.0, ge=0, description="weight of the interaction network's prediction loss")
-    eta_orch: float = Field(5e-5, gt=0)
-    eta_paradigm: float = Field(1e-4, gt=0)
-    alpha: dict[str, float] = Field(default_factory=lambda: {"self": 1.0, "reflect": 1.0, "multi": 1.0, "safety": 1.0})
-    beta: float = Field(0.5, ge=0, description="Synergy weight in the unified reward")
-    gamma: float = Field(0.1, ge=0, description="Emergence weight in the unified reward")
+    individual_paradigm: ParadigmName = "safety"
+    families: dict[ParadigmName, FamilyName] = Field(default_factory=lambda: dict(DEFAULT_FAMILIES),
+                                                      validate_default=True)
+    lambda_paradigm: dict[ParadigmName, Weight] = Field(default_factory=dict, validate_default=True,
+                                                        description="lambda_i per paradigm (one number: all); "
+                                                                    "missing ones are 0.2")
+    lambda_coord: Weight = 0.15
+    lambda_emerge: Weight = 0.05
+    lambda_interact: Weight = Field(1.0, description="weight of the interaction network's prediction loss")
+    eta_orch: float = Field(5e-5, gt=0, le=1.0, allow_inf_nan=False)
+    eta_paradigm: float = Field(1e-4, gt=0, le=1.0, allow_inf_nan=False)
+    alpha: dict[ParadigmName, Weight] = Field(default_factory=dict, validate_default=True,
+                                              description="alpha_i per paradigm (Eq. 12); missing ones are 1.0")
+    beta: Weight = Field(0.5, description="Synergy weight in the unified reward")
+    gamma: Weight = Field(0.1, description="Emergence weight in the unified reward")
     target: dict[str, float] = Field(default_factory=lambda: {"self": 1.0, "reflect": 1.0, "multi": 1.0, "safety": 1.0},
                                      description="a*: the target alignment state of Eq. 6")
     flag_threshold: float = Field(0.5, ge=0, le=1, description="sentence/document/conversation scores below this flag their tokens")
@@ -56,17 +71,30 @@ class ObjectiveConfig(BaseModel):
     emergence: bool = Field(True, description="ablation switch: False = no emergence term or reward part")
     coordination: bool = Field(True, description="ablation switch: False = no coordination loss, no interaction")
 
-    @field_validator("lambda_paradigm")
+    @field_validator("families", mode="after")
     @classmethod
-    def _non_negative(cls, v):
-        values = v.values() if isinstance(v, dict) else [v]
-        if any(x < 0 for x in values):
-            raise ValueError("lambda_paradigm must be >= 0")
-        return v
+    def _all_families(cls, v: dict) -> dict:
+        """Every paradigm named, so equal objectives compare (and hash) equal."""
+        return {p: v.get(p, DEFAULT_FAMILIES[p]) for p in PARADIGM_NAMES}
+
+    @field_validator("lambda_paradigm", mode="before")
+    @classmethod
+    def _one_for_all(cls, v):
+        return {p: v for p in PARADIGM_NAMES} if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("lambda_paradigm", "alpha", mode="after")
+    @classmethod
+    def _all_paradigms(cls, v: dict, info) -> dict:
+        default = 0.2 if info.field_name == "lambda_paradigm" else 1.0
+        return {p: v.get(p, default) for p in PARADIGM_NAMES}
 
     def lam(self, paradigm: str) -> float:
-        v = self.lambda_paradigm
-        return float(v.get(paradigm, 0.2)) if isinstance(v, dict) else float(v)
+        return float(self.lambda_paradigm.get(paradigm, 0.2))
+
+    def over(self, base: "ObjectiveConfig") -> "ObjectiveConfig":
+        """``base`` with the fields set explicitly here (config file, ``--set``, flags) on top:
+        how a run's own objective settings win over its strategy's."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
 
 
 class PluginTimeouts(BaseModel):

@@ -63,6 +63,19 @@ def choose_plugins(cfg: RunConfig, registry, installed) -> PluginChoice:
     return PluginChoice(resolve_selection(DEFAULT_PLUGINS, installed), "default")
 
 
+def strategy_objective(cfg: RunConfig, choice: PluginChoice):
+    """The objective a run trains with: the active strategy's (when it chose the plugins),
+    under the objective settings the run's own config and flags set explicitly. Records of the
+    earlier flat layout carry no ``objective``: their weights never acted on training, and
+    still do not."""
+    if choice.source != "registry" or "objective" not in choice.params:
+        return cfg.objective
+    from ufarsap_engine.evolution.strategy import Strategy
+
+    strategy = Strategy.from_registry(choice.names, choice.params, source=f"active strategy {choice.strategy_id}")
+    return cfg.objective.over(strategy.objective)
+
+
 @dataclass
 class PreparedRun:
     """Everything checked and loaded before a run writes anything."""
@@ -92,6 +105,7 @@ def prepare(cfg: RunConfig) -> PreparedRun:
     try:
         installed = installed_plugins()
         choice = choose_plugins(cfg, registry, installed)
+        cfg = cfg.model_copy(update={"objective": strategy_objective(cfg, choice)})
         host = PluginHost(choice.names, strict=cfg.strict_plugins, trace=cfg.trace_plugins or None,
                           installed=installed, call_timeout_s=cfg.plugin_timeouts.call_s,
                           import_timeout_s=cfg.plugin_timeouts.import_s)
@@ -175,9 +189,13 @@ def check_data_family(cfg: RunConfig, host: PluginHost) -> tuple[str, list[str]]
 
 
 def mark_training_data(prepared: PreparedRun, data_spec):
-    """Annotate the training corpus once into ``OUT/annotations`` (reused while current) with the
-    data-side family's plugins, write each document's marks to ``OUT/data_marks.json`` (what every
-    worker packs with, without scoring anything) and return the data spec that names it."""
+    """Annotate the training corpus once, write each document's marks to ``OUT/data_marks.json``
+    (what every worker packs with, without scoring anything) and return the data spec that names it.
+
+    The one annotation path: marks need every document before the first step, so this call
+    annotates, with ``annotate_workers`` processes, every plugin the steps read from annotations
+    as well as the family's, into the run's annotation directory; the background annotator then
+    finds nothing left to do. An annotated ``--data DIR`` is read as it is."""
     from ufarsap_engine.alignment.data_families import build_marks, embedded_truth, label_quality, marks_summary
     from ufarsap_engine.annotate import annotate, load_annotations
     from ufarsap_engine.trainer.data import default_corpus_path
@@ -185,15 +203,20 @@ def mark_training_data(prepared: PreparedRun, data_spec):
     cfg, (family, plugins) = prepared.cfg, prepared.data_family
     out = Path(cfg.out)
     params = {n: prepared.plugin_params.get(n, {}) for n in plugins}
-    annotate(out / "annotations", plugins, data=cfg.data, workers=0, plugin_params=params,
-             note=lambda line: print(f"ufarsap-engine: annotate: {line}", file=sys.stderr, flush=True))
-    rows = load_annotations(out / "annotations", plugins, params)
+    spec = prepared.annotations or {"dir": str(out / ANNOTATIONS), "plugins": [], "annotate": True}
+    ann_dir = Path(spec["dir"])
+    if spec["annotate"]:
+        union = sorted({*spec["plugins"], *plugins})
+        annotate(ann_dir, union, data=cfg.data, workers=cfg.annotate_workers,
+                 plugin_params={n: prepared.plugin_params.get(n, {}) for n in union},
+                 note=lambda line: print(f"ufarsap-engine: annotate: {line}", file=sys.stderr, flush=True))
+    rows = load_annotations(ann_dir, plugins, params)
     marks = build_marks(family, rows, plugins, cfg.objective.flag_threshold)
     path = out / "data_marks.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(marks), encoding="utf-8")
     tmp.replace(path)
-    summary = {**marks_summary(marks), "marks_file": str(path), "annotations": str(out / "annotations")}
+    summary = {**marks_summary(marks), "marks_file": str(path), "annotations": str(ann_dir)}
     embedded = cfg.data is None or Path(cfg.data).resolve() == default_corpus_path().resolve()
     if family == "conditional" and embedded:
         summary["labels_vs_truth"] = label_quality(marks, embedded_truth(default_corpus_path().with_name("labels.jsonl")))
@@ -270,7 +293,8 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
     # Every run is recorded as a strategy of its own; a run of the active strategy is its child.
     parent = choice.strategy_id
     strategy_id = registry.add_strategy(
-        plugins=host.names, params={**choice.params, "plugins": prepared.plugin_params}, origin="manual",
+        plugins=host.names, params={"plugins": prepared.plugin_params, "objective": cfg.objective.model_dump(mode="json")},
+        origin="manual",
         run_id=run_id, parent_id=parent, state="running", scope=cfg.scope,
         reason=f"run of active strategy {parent}" if parent else f"plugins chosen by {choice.source}")
     runtime_args = dict(run_config=public_cfg, plugins=host.names,

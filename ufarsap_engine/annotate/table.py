@@ -58,23 +58,35 @@ class AnnotationTable:
             cls = UserError if info.get("exit_code") == 2 else EngineFailure
             raise cls(f"annotation of the training data failed: {info.get('message')}")
 
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.root / MANIFEST).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
     def _wait_for(self, ready) -> Manifest:
-        """Re-read the manifest until ``ready(manifest)``; raise on failure or no progress."""
-        last_change, seen = time.monotonic(), None
+        """Re-read the manifest until ``ready(manifest)``; raise on failure or no progress.
+        The manifest is parsed again only when its file changed; the poll interval grows from
+        ``poll_s`` to 0.5 s while nothing changes (a trainer ahead of the annotator waits cheaply)."""
+        last_change, stamp, seen, poll = time.monotonic(), (), (), self.poll_s
         while True:
             self._failed()
-            m = self._read()
-            if m is not None and ready(m):
-                self._manifest = m
-                return m
-            state = None if m is None else sum(len(r.done) for r in m.plugins.values())
-            if state != seen:
-                seen, last_change = state, time.monotonic()
-            elif time.monotonic() - last_change > self.wait_s:
+            now = self._stamp()
+            if now != stamp:
+                stamp, m = now, self._read()
+                if m is not None and ready(m):
+                    self._manifest = m
+                    return m
+                state = None if m is None else sum(len(r.done) for r in m.plugins.values())
+                if state != seen:
+                    seen, last_change, poll = state, time.monotonic(), self.poll_s
+            if time.monotonic() - last_change > self.wait_s:
                 raise EngineFailure(f"{self.root}: no annotation progress for {self.wait_s:g} s while training "
                                     f"waited for it; run `ufarsap-engine annotate --plugins {','.join(self.plugins)} "
                                     f"--out {self.root}` and train on that directory")
-            time.sleep(self.poll_s)
+            time.sleep(poll)
+            poll = min(0.5, poll * 1.5)
 
     def _index(self) -> None:
         import datasets

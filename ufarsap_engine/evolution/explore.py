@@ -28,17 +28,19 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ufarsap_engine.alignment.objectives import LOSS_FAMILIES
+from ufarsap_engine.config import MAX_WEIGHT
 from ufarsap_engine.errors import EngineError, UserError
-from ufarsap_engine.evolution.strategy import (
-    MAX_WEIGHT,
-    OBJECTIVE_FAMILIES,
-    Strategy,
-    param_rule,
-)
+from ufarsap_engine.evolution.strategy import Strategy, param_rule
 from ufarsap_engine.plugin_host import PluginHost
 from ufarsap_engine.schemas import AlignmentState, StrategyProposal
 
 EVOLUTION_ORIGINS = ("explore", "exploit", "crossover", "plugin")
+#: The families a mutation switches between: the loss-side ones (a data-side family changes the
+#: training data itself, so a strategy chooses one explicitly; see ``alignment/data_families.py``).
+MUTABLE_FAMILIES: tuple[str, ...] = (*LOSS_FAMILIES, "none")
+#: The objective's numeric settings a training mutation moves (per paradigm where a dict).
+TUNED_WEIGHTS = ("lambda_paradigm", "alpha", "beta", "gamma", "lambda_coord", "lambda_emerge", "eta_orch")
 
 
 class MutationSettings(BaseModel):
@@ -223,9 +225,11 @@ class Explorer:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     genes.append(("plugin_params", plugin, key))
         if self.tune_training_weights:
-            for group in ("lambdas", "alphas", "objectives"):
-                genes.extend((group, p) for p in getattr(s, group))
-            genes.extend([("beta",), ("gamma",), ("lambda_coord",), ("lambda_emerge",), ("orchestrator", "eta_orch")])
+            obj = s.objective
+            genes.extend(("objective", "families", p) for p in obj.families)
+            for key in TUNED_WEIGHTS:
+                value = getattr(obj, key)
+                genes.extend([("objective", key, p) for p in value] if isinstance(value, dict) else [("objective", key)])
         return genes
 
     def mutate(self, s: Strategy, rng: random.Random) -> Strategy | None:
@@ -246,9 +250,9 @@ class Explorer:
 
     def _perturb(self, path: tuple[str, ...], value: Any, rng: random.Random) -> Any:
         st = self.settings
-        if path[0] == "objectives":
+        if path[:2] == ("objective", "families"):
             if rng.random() < st.p_family:
-                return rng.choice([f for f in OBJECTIVE_FAMILIES if f != value])
+                return rng.choice([f for f in MUTABLE_FAMILIES if f != value])
             return value
         if path[0] == "plugin_params":
             rule = param_rule(path[-1])
@@ -260,7 +264,7 @@ class Explorer:
             if isinstance(value, int):
                 return value + rng.choice((-1, 1)) if value != 0 else rng.choice((0, 1))
             return _sig(value * math.exp(rng.gauss(0, st.log_sigma)) if value else rng.gauss(0, st.sigma))
-        if path == ("orchestrator", "eta_orch"):
+        if path == ("objective", "eta_orch"):
             return _sig(min(1.0, value * math.exp(rng.gauss(0, st.log_sigma))))
         base = value if value > 0 else 0.05
         return _sig(min(MAX_WEIGHT, base * math.exp(rng.gauss(0, st.log_sigma))))
@@ -296,13 +300,13 @@ class Explorer:
                                              for k in sorted(set(pa) | set(pb))}
             elif pa is not None or pb is not None:
                 child["plugin_params"][p] = dict(pa if pa is not None else pb)
-        for key in da:
-            if key in ("plugins", "plugin_params"):
-                continue
-            if isinstance(da[key], dict):
-                child[key] = {k: (da if rng.random() < 0.5 else db)[key][k] for k in da[key]}
+        oa, ob = da["objective"], db["objective"]
+        child["objective"] = {}
+        for key in oa:  # per setting, per paradigm where it is a per-paradigm table
+            if isinstance(oa[key], dict) and isinstance(ob[key], dict):
+                child["objective"][key] = {k: (oa if rng.random() < 0.5 else ob)[key].get(k, oa[key][k]) for k in oa[key]}
             else:
-                child[key] = (da if rng.random() < 0.5 else db)[key]
+                child["objective"][key] = (oa if rng.random() < 0.5 else ob)[key]
         try:
             strategy = Strategy.model_validate(child)
         except ValidationError:
@@ -325,6 +329,8 @@ def merge_proposal(base: Strategy, plugins: list[str], params: dict[str, Any], *
         if not isinstance(values, dict):
             raise UserError(f"{source}: params.plugins.{p} must be a dict of parameters")
         merged.setdefault(p, {}).update(values)
+    if isinstance(params.get("objective"), dict):  # merged per setting, like the plugin parameters
+        params["objective"] = {**data["objective"], **params["objective"]}
     data.update(params)
     data["plugins"] = list(plugins)
     data["plugin_params"] = merged

@@ -6,10 +6,11 @@ hash equal (the hash is the registry's: sha256 of the canonical JSON of
 ``[sorted plugins, params]``).
 
 Registry layout (``to_registry``): ``plugins`` is the list of plugin names; ``params`` holds the
-per-plugin parameters under ``"plugins"`` (the key ``run.prepare`` reads) and the objective
-settings under the field names below. Training-only settings (lambdas, alphas, beta, gamma,
-objective families, lambda_coord, lambda_emerge, orchestrator) act through the trainer; plugin
-selection and plugin parameters also act on hook-only evaluation.
+per-plugin parameters under ``"plugins"`` and the objective under ``"objective"`` (both keys
+``run.prepare`` reads: a run of the active strategy trains with its objective, under any
+objective settings the run sets itself). The objective is the run config's ``ObjectiveConfig``:
+one schema and one set of defaults. It acts through the trainer; plugin selection and plugin
+parameters also act on hook-only evaluation.
 """
 
 from __future__ import annotations
@@ -23,25 +24,38 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ufarsap_engine.config import MAX_WEIGHT, ObjectiveConfig
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.schemas import PARADIGMS, PLUGIN_NAME_RE
 
-ObjectiveFamily = Literal["unlikelihood", "conditional", "rwr", "filtering", "dpo", "none"]
-OBJECTIVE_FAMILIES: tuple[str, ...] = ("unlikelihood", "conditional", "rwr", "filtering", "dpo", "none")
-ParadigmName = Literal["self", "reflect", "multi", "safety"]
+#: A strategy's objective is the run config's ``objective`` section (one schema, one set of
+#: defaults). Registry records written before it held these flat keys; ``parse`` reads them.
+LEGACY_OBJECTIVE_KEYS = {"lambdas": "lambda_paradigm", "alphas": "alpha", "objectives": "families", "beta": "beta",
+                         "gamma": "gamma", "lambda_coord": "lambda_coord", "lambda_emerge": "lambda_emerge"}
 
-#: Upper bound of every loss/reward weight: large enough for any sane setting, small enough to
-#: catch a typo (``20`` for ``0.2``) before it wrecks a run.
-MAX_WEIGHT = 10.0
-Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, allow_inf_nan=False)]
 
-#: Paper defaults (lambda_i = 0.2, lambda_coord = 0.15, lambda_emerge = 0.05, eta_orch = 5e-5,
-#: eta_paradigm = 1e-4). The paper gives no alpha/beta/gamma values; these are the engine's.
-DEFAULT_LAMBDA = 0.2
-DEFAULT_ALPHA = 0.25
-DEFAULT_OBJECTIVES: dict[str, str] = {
-    "safety": "unlikelihood", "self": "dpo", "reflect": "rwr", "multi": "rwr",
-}
+def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A strategy dict in the earlier flat layout (lambdas, alphas, objectives, beta, gamma,
+    orchestrator.eta_*) moved into ``objective``; the retired family ``dpo`` reads as ``rwr``."""
+    if not any(k in data for k in (*LEGACY_OBJECTIVE_KEYS, "orchestrator")):
+        return data
+    data = dict(data)
+    objective = dict(data.get("objective") or {})
+    for old, new in LEGACY_OBJECTIVE_KEYS.items():
+        if old in data:  # the flat key wins: a proposal's flat setting over its base's objective
+            objective[new] = data.pop(old)
+    if isinstance(objective.get("families"), dict):
+        objective["families"] = {p: "rwr" if f == "dpo" else f for p, f in objective["families"].items()}
+    orchestrator = data.pop("orchestrator", None)
+    if isinstance(orchestrator, dict):
+        for key in ("eta_orch", "eta_paradigm"):
+            if key in orchestrator:
+                objective[key] = orchestrator.pop(key)
+        for key in orchestrator:  # anything else is an error to report, under its old name
+            objective[f"orchestrator.{key}"] = orchestrator[key]
+    data["objective"] = objective
+    return data
+
 
 #: Range rules for plugin parameters, by name suffix: (pattern, kind, low, high). Parameters
 #: that match no rule pass through (plugins check their own keys in ``ufarsap_configure``) but
@@ -93,14 +107,6 @@ def _check_param(path: str, key: str, value: Any, problems: list[str]) -> None:
         problems.append(f"{path}: must be within [{lo:g}, {hi:g}], got {value}")
 
 
-class OrchestratorSettings(BaseModel):
-    """Learning rates of the orchestrator's weights w[s, tau] and of the paradigm modules."""
-
-    model_config = ConfigDict(extra="forbid")
-    eta_orch: float = Field(5e-5, gt=0.0, le=1.0, allow_inf_nan=False)
-    eta_paradigm: float = Field(1e-4, gt=0.0, le=1.0, allow_inf_nan=False)
-
-
 class Strategy(BaseModel):
     """What one candidate strategy sets. Invalid values fail naming the field."""
 
@@ -109,17 +115,8 @@ class Strategy(BaseModel):
     plugins: list[str] = Field(default_factory=list, description="active plugin names (a set; kept sorted)")
     plugin_params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                      description="per active plugin: thresholds, depths, agents ...")
-    lambdas: dict[ParadigmName, Weight] = Field(default_factory=dict, validate_default=True,
-                                                description="lambda_i per paradigm (Eq. 5)")
-    alphas: dict[ParadigmName, Weight] = Field(default_factory=dict, validate_default=True,
-                                               description="alpha_i per paradigm (Eq. 12)")
-    beta: Weight = Field(0.1, description="synergy weight (Eq. 12)")
-    gamma: Weight = Field(0.05, description="emergence weight (Eq. 12)")
-    objectives: dict[ParadigmName, ObjectiveFamily] = Field(default_factory=dict, validate_default=True,
-                                                            description="training-signal family per paradigm")
-    lambda_coord: Weight = 0.15
-    lambda_emerge: Weight = 0.05
-    orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
+                                       description="the unified objective a run of this strategy trains with")
 
     @field_validator("plugins")
     @classmethod
@@ -128,12 +125,6 @@ class Strategy(BaseModel):
         if bad:
             raise ValueError(f"'{bad[0]}' is not a plugin name (paradigm.name, paradigm one of {', '.join(PARADIGMS)})")
         return sorted(set(names))
-
-    @field_validator("lambdas", "alphas", "objectives", mode="after")
-    @classmethod
-    def _fill_paradigms(cls, value: dict, info) -> dict:
-        default = {"lambdas": DEFAULT_LAMBDA, "alphas": DEFAULT_ALPHA}.get(info.field_name)
-        return {p: value.get(p, default if default is not None else DEFAULT_OBJECTIVES[p]) for p in PARADIGMS}
 
     @field_validator("plugin_params")
     @classmethod
@@ -186,7 +177,7 @@ class Strategy(BaseModel):
     def parse(cls, data: Any, *, source: str = "strategy") -> "Strategy":
         """Validate a dict; ``UserError`` with one line per problem (``source: field: message``)."""
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(_from_legacy(data) if isinstance(data, dict) else data)
         except ValidationError as exc:
             raise UserError("\n".join(validation_lines(exc, source))) from None
 
