@@ -171,6 +171,46 @@ def test_scores_are_the_engines_score_batch(tmp_path):
     assert ds["safety.toxicity:spans"][0], "the insult is flagged"
 
 
+def test_window_rescoring_reads_stateless_plugins_from_the_annotation(tmp_path, monkeypatch):
+    """The medium horizon's re-scoring of training documents takes the stateless plugins'
+    results from the annotation (no detector call) and hands them to the plugins that build on
+    them, which are still called at the medium horizon: the same scores as calling everything."""
+    from ufarsap_engine.alignment.unified import UnifiedObjective
+    from ufarsap_engine.annotate.table import AnnotationTable, document_key
+    from ufarsap_engine.config import ObjectiveConfig
+    from ufarsap_engine.schemas import Horizon
+
+    texts = ["You are an idiot and I hate you.", "The heron lives by the lake. It eats fish.",
+             "Write to linda.smith@example.com about the market."]
+    data = write_corpus(tmp_path / "d.jsonl", texts)
+    names = ["safety.toxicity", "safety.privacy", "reflect.selfrefine"]
+    annotate(tmp_path / "ann", names[:2], data=str(data), workers=0, note=quiet)  # selfrefine: medium only
+    host = PluginHost(names)
+    samples = [make_sample(f"d{i}", t) for i, t in enumerate(texts)]
+    batch = TextBatch(samples=samples)
+    everything = score_batch(host, batch, Horizon.MEDIUM, AlignmentState())
+    objective = UnifiedObjective(host, ObjectiveConfig())
+    objective.use_annotations(AnnotationTable(tmp_path / "ann", ["safety.privacy", "safety.toxicity"]))
+    known = objective.known_results(samples, [document_key(t, None, None) for t in texts], Horizon.MEDIUM)
+    assert {p for p, _ in known} == {"safety.privacy", "safety.toxicity"}
+    import ufarsap_plugins.safety.privacy as privacy
+    import ufarsap_plugins.safety.toxicity as toxicity
+
+    def boom(*a, **k):
+        raise AssertionError("a detector ran")
+
+    for mod in (privacy, toxicity):
+        for cls in vars(mod).values():
+            if isinstance(cls, type) and hasattr(cls, "ufarsap_score_document"):
+                monkeypatch.setattr(cls, "analyze", boom)
+                monkeypatch.setattr(cls, "analyze_many", boom)
+    reused = score_batch(host, batch, Horizon.MEDIUM, AlignmentState(), known=known)
+    assert set(reused.results) == set(everything.results)
+    for key, res in everything.results.items():
+        assert reused.results[key].sample_scores == pytest.approx(res.sample_scores), key
+    assert objective.known_results(samples, ["not-annotated"] * 3, Horizon.MEDIUM) == {}  # unknown text: call
+
+
 def test_adding_a_plugin_computes_only_its_columns(env):
     run(env, BAD)
     before = load_annotations(env["out"])[f"{BAD}:document"]

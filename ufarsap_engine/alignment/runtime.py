@@ -85,6 +85,7 @@ class AlignmentRuntime:
         # The medium horizon's documents: the last ``n`` steps' documents (set from the trainer's
         # data at the start, or by the hook-only loop).
         self.recent_documents: Callable[[int], list[Sample]] | None = None
+        self._content_keys: dict[str, str] = {}  # training sample id -> content hash (annotation lookups)
         self.probe_metrics: dict[str, float] = {}
         self.round_metrics: dict[str, float] = {}
         self.evolution = None
@@ -122,8 +123,15 @@ class AlignmentRuntime:
         data = getattr(state, "data", None)
         if data is not None and self.recent_documents is None:
             def recent(steps: int) -> list[Sample]:
+                from ufarsap_engine.annotate.table import document_key
+
                 docs = data.ds.docs
-                return [make_sample(str(docs[d].doc_id), docs[d].text) for d in data.recent_documents(steps)]
+                out = []
+                for d in data.recent_documents(steps):
+                    out.append(make_sample(str(docs[d].doc_id), docs[d].text))
+                    self._content_keys[out[-1].sample_id] = document_key(docs[d].text, docs[d].prompt,
+                                                                         docs[d].messages)
+                return out
             self.recent_documents = recent
         self._read_annotations(state)
         self.host.call("ufarsap_run_start", run=self.context, state=self.tracker.state)
@@ -147,7 +155,8 @@ class AlignmentRuntime:
     def window_end(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         """Medium horizon: re-score a seeded sample (``window_samples``) of the window's documents
         per sample with the current state, set a(t).medium per paradigm to the mean of those
-        scores, then call ``window_end``."""
+        scores, then call ``window_end``. Stateless plugins the annotation holds are read from it
+        (their scores depend on the text alone); the others are called."""
         recent = self.recent_documents(self.cfg.window_steps) if self.recent_documents else []
         generations: list[Sample] = []  # the window's own generations join here once the trainer samples
         pool = recent[:]
@@ -167,7 +176,12 @@ class AlignmentRuntime:
         if not samples or not self.host.names:
             return {}
         paradigm_of = {n: i.paradigm.value for n, i in self.host.info.items()}
-        cells = score_batch(self.host, TextBatch(samples=samples, step=step), horizon, self.tracker.state)
+        known = {}
+        keys = [self._content_keys.get(s.sample_id) for s in samples]
+        if all(keys) and hasattr(self.objective, "known_results"):  # training documents: the annotation has them
+            known = self.objective.known_results(samples, keys, horizon)
+        cells = score_batch(self.host, TextBatch(samples=samples, step=step), horizon, self.tracker.state,
+                            known=known)
         means = {}
         for p, vals in cells.paradigm_sample_scores(paradigm_of).items():
             vals = [v for v in vals if v is not None]

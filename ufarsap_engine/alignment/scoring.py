@@ -61,20 +61,24 @@ class CellScores:
 
 
 def score_batch(host: PluginHost, batch: TextBatch, horizon: Horizon, state: AlignmentState,
-                only: list[str] | None = None) -> CellScores:
+                only: list[str] | None = None,
+                known: dict[tuple[str, str], ScaleScores] | None = None) -> CellScores:
     """Call every scale's scoring hook at ``horizon`` on the plugins that serve that cell
     (``only``: just these of the host's plugins; a plugin's upstream is then still handed over
-    only where it was scored in this call).
+    only where it was scored in this call). ``known``: results per (plugin, scale) already at
+    hand (an annotation's): taken as they are, not called, and handed over as upstream.
 
     Plugins are called in dependency order (``PluginHost.layers``): those that use nobody
     first; a plugin that declares ``PluginInfo.uses`` is then called with its own copy of the
     batch whose ``upstream`` holds the results, at every scale, of the selected plugins it uses.
     So a document is scored once per plugin, and a plugin left out is left out everywhere."""
     cells = CellScores(horizon=horizon, batch=batch)
+    known = known or {}
     for layer in host.layers():
         for scale in SCALES:
+            cells.results.update({(n, scale): known[(n, scale)] for n in layer if (n, scale) in known})
             serving = [n for n in layer if n in host.info and host.info[n].serves(scale, horizon)
-                       and (only is None or n in only)]
+                       and (only is None or n in only) and (n, scale) not in known]
             plain = [n for n in serving if not host.upstream_of(n)]
             calls = [(plain, batch)] if plain else []
             calls += [([n], _with_upstream(batch, host.upstream_of(n), cells.results))

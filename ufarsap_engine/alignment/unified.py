@@ -43,7 +43,8 @@ from ufarsap_engine.alignment.scoring import check_sample, is_flagged, make_samp
 from ufarsap_engine.alignment.state import AlignmentTracker
 from ufarsap_engine.config import ObjectiveConfig
 from ufarsap_engine.plugin_host import PluginHost
-from ufarsap_engine.schemas import HORIZONS, PARADIGMS, SCALES, Horizon, TextBatch
+from ufarsap_engine.errors import UserError
+from ufarsap_engine.schemas import HORIZONS, PARADIGMS, SCALES, Horizon, ScaleScores, TextBatch
 
 S, T, P = len(SCALES), len(HORIZONS), len(PARADIGMS)
 SHORT, MEDIUM, LONG = HORIZONS.index("short"), HORIZONS.index("medium"), HORIZONS.index("long")
@@ -119,6 +120,34 @@ class UnifiedObjective:
             results = {k: v for k, v in entry["results"].items() if k[0] in self.host.info}
             out[d] = {**entry, "results": results}
         return out
+
+    def known_results(self, samples: list, keys: list[str], horizon: Horizon) -> dict[tuple[str, str], ScaleScores]:
+        """Results at ``horizon`` that need no plugin call: those of the stateless plugins the
+        annotation holds, at the scales they serve at ``horizon`` and at the short one (their
+        scores depend on the text alone). ``keys``: each sample's content hash. Empty when any
+        sample is not in the annotation (then everything is scored)."""
+        if self.table is None or horizon == Horizon.LONG:
+            return {}
+        names = [n for n, i in self.host.info.items() if i.stateless and self.table.covers(n)]
+        try:
+            entries = [self.table.entry(k, s.sample_id)["results"] for s, k in zip(samples, keys)]
+        except UserError:
+            return {}
+        known = {}
+        for n in names:
+            for scale in SCALES:
+                info = self.host.info[n]
+                if not (info.serves(scale, horizon) and info.serves(scale, Horizon.SHORT)):
+                    continue
+                rows = [e.get((n, scale)) for e in entries]
+                if any(r is None for r in rows):
+                    continue
+                known[(n, scale)] = ScaleScores(
+                    sample_scores=[r[0] for r in rows],
+                    spans=[r[1] or [] for r in rows] if scale == "token" else None,
+                    unit_scores=[r[2] for r in rows] if scale == "sentence" and all(r[2] is not None for r in rows)
+                    else None)
+        return known
 
     def _score_documents(self, batch) -> dict[int, dict]:
         """Each document's results per (plugin, scale): from the annotation where it has the

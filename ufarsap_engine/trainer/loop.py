@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 
 from . import interrupt
+from .cpu_compat import suspended
 from .data import Batch, StepBatches
 from .finite import check_step, check_weights
 from .model import BuiltModel, current_lr
@@ -85,9 +86,10 @@ def _loss_func(objective, mb: Batch, prepared: dict, output_tensor: torch.Tensor
     metrics, which on CPU is most of what reporting them costs."""
     ce = output_tensor.float()
     mask = mb.loss_mask.float()
-    loss_sum, num_tokens, metrics, *rest = objective.loss(
-        ce, mask, prepared, ModelOutputs(token_logprobs=-ce, batch=mb)
-    )
+    with suspended():  # the objective's many small ops need no CUDA shim; on CPU it would double their cost
+        loss_sum, num_tokens, metrics, *rest = objective.loss(
+            ce, mask, prepared, ModelOutputs(token_logprobs=-ce, batch=mb)
+        )
     stats = rest[0] if rest else {}
     clash = [k for k in (metrics or {}) if k in _RESERVED or k.startswith(_STAT)]
     if clash:
@@ -109,7 +111,8 @@ def _loss_func(objective, mb: Batch, prepared: dict, output_tensor: torch.Tensor
 
 def _forward_step(state: TrainState, data_iterator, model):
     mb: Batch = next(data_iterator).to(state.info.device)
-    prepared = state.objective.prepare(mb)
+    with suspended():
+        prepared = state.objective.prepare(mb)
     output = model(mb.tokens, mb.position_ids, None, labels=mb.labels)
     return output, partial(_loss_func, state.objective, mb, prepared)
 
@@ -226,17 +229,19 @@ def train_step(state: TrainState) -> dict[str, float]:
         forward_only=False,
     )
     metrics, stats = _reduce_metrics(state, store)
-    step_metrics = getattr(state.objective, "step_metrics", None)
-    if callable(step_metrics):  # values the same on every rank and microbatch: logged once, not reduced
-        metrics.update(step_metrics())
-    _step_extra_modules(state, metrics["loss_tokens"])
+    with suspended():  # the objective's own small modules and bookkeeping: plain PyTorch
+        step_metrics = getattr(state.objective, "step_metrics", None)
+        if callable(step_metrics):  # values the same on every rank and microbatch: logged once, not reduced
+            metrics.update(step_metrics())
+        _step_extra_modules(state, metrics["loss_tokens"])
 
     state.scheduler.step(1)
     ok, grad_norm, _ = state.optimizer.step()
     state.step += 1
     end_step = getattr(state.objective, "end_step", None)
     if end_step is not None:
-        end_step(state.step, stats)
+        with suspended():
+            end_step(state.step, stats)
     if state.info.device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
