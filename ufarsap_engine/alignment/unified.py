@@ -369,29 +369,31 @@ class UnifiedObjective:
                 terms["loss.emerge"] = emerge
                 total = total + cfg.lambda_emerge * emerge
 
-        metrics = {k: v.detach() / ntok.clamp(min=1.0) for k, v in terms.items()}
-        # What end_step remembers of this step: reduced by the trainer like metrics, kept apart.
-        stats = {"reward.unified": ((reward * mask).sum() / ntok.clamp(min=1.0)).detach()}
-        if "loss.interact" in metrics:
-            stats["interact.error"] = metrics["loss.interact"]
-            stats["interact.direct_error"] = metrics["interact.direct_error"]
-        for p, name in enumerate(PARADIGMS):
-            if present[p]:
-                stats[f"O.{name}"] = O[p].detach().mean()
-                stats[f"score.{name}"] = paradigm_scores[p].detach().mean()
-                metrics[f"O.{name}"], metrics[f"align.{name}"] = stats[f"O.{name}"], stats[f"score.{name}"]
-        metrics["reward.unified"] = stats["reward.unified"]
-        metrics["synergy"] = synergy.detach().mean()
-        for si, scale in enumerate(SCALES):  # how much probability the model still gives flagged tokens
-            flags = mis[si].amax(0) * mask
-            if flags.sum() > 0:
-                metrics[f"flagged_p.{scale}"] = ((flags * q).sum() / flags.sum()).detach()
-        metrics["lm_loss_kept"] = (lm / (lm_weight * mask).sum().clamp(min=1.0)).detach()  # LM loss on kept tokens
-        metrics.update(prepared["plugin_metrics"])
-        metrics["lm_token_weight"] = ((lm_weight * mask).sum() / ntok.clamp(min=1.0)).detach()  # 1 = all tokens in L_LM
-        metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
+        with torch.no_grad():  # what is logged builds no autograd graph
+            metrics = {k: v.detach() / ntok.clamp(min=1.0) for k, v in terms.items()}
+            # What end_step remembers of this step: reduced by the trainer like metrics, kept apart.
+            stats = {"reward.unified": ((reward * mask).sum() / ntok.clamp(min=1.0)).detach()}
+            if "loss.interact" in metrics:
+                stats["interact.error"] = metrics["loss.interact"]
+                stats["interact.direct_error"] = metrics["interact.direct_error"]
+            for p, name in enumerate(PARADIGMS):
+                if present[p]:
+                    stats[f"O.{name}"] = O[p].detach().mean()
+                    stats[f"score.{name}"] = paradigm_scores[p].detach().mean()
+                    metrics[f"O.{name}"], metrics[f"align.{name}"] = stats[f"O.{name}"], stats[f"score.{name}"]
+            metrics["reward.unified"] = stats["reward.unified"]
+            metrics["synergy"] = synergy.detach().mean()
+            for si, scale in enumerate(SCALES):  # how much probability the model still gives flagged tokens
+                flags = mis[si].amax(0) * mask
+                if flags.sum() > 0:
+                    metrics[f"flagged_p.{scale}"] = ((flags * q).sum() / flags.sum()).detach()
+            metrics["lm_loss_kept"] = (lm / (lm_weight * mask).sum().clamp(min=1.0)).detach()  # LM loss on kept tokens
+            metrics.update(prepared["plugin_metrics"])
+            metrics["lm_token_weight"] = ((lm_weight * mask).sum() / ntok.clamp(min=1.0)).detach()  # 1 = all tokens in L_LM
+            metrics["flagged_token_frac"] = ((mis.amax(0).amax(0) > 0).float() * mask).sum() / ntok.clamp(min=1.0)
         return total, ntok.to(torch.int), metrics, stats
 
+    @torch.no_grad()
     def step_metrics(self) -> dict[str, float]:
         """Logged once per step (the same on every rank): the orchestrator's cell weights and the
         runtime's constants (a(t), emergence, probe results, active plugins)."""
