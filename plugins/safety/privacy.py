@@ -27,6 +27,10 @@ CONTEXT = {"US_SSN": ("ssn", "social security", "social-security"),
 PERSONAL_CUES = re.compile(
     r"\b(my name is|date of birth|\bdob\b|lives at|moved to|home address|account holder|social security|"
     r"phone number|mobile number|email address|e-mail address|patient record|employee record)\b", re.I)
+# What a piece of text must contain for each recognizer to find anything in it (their patterns
+# need it): the expensive ones (phone numbers, URLs) are skipped on the many texts without.
+DIGIT_RE = re.compile(r"\d")
+NEEDS_DIGIT = {"CREDIT_CARD", "US_SSN", "IBAN_CODE", "PHONE_NUMBER", "UK_NINO"}
 CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 
 
@@ -95,6 +99,27 @@ def _offline_tld():
 
 
 @lru_cache(maxsize=1)
+def _url_like():
+    import regex  # presidio's regex engine, so case folding is the same as in its URL patterns
+
+    # every URL pattern has [a-z0-9.-], then ".", then a top-level domain (all start with a-z)
+    return regex.compile(r"[a-z0-9.\-][.][a-z]", regex.I | regex.M | regex.S)
+
+
+def could_match(entity: str, chunk: str, has_digit: bool) -> bool:
+    """Whether the recognizer of ``entity`` can find anything in ``chunk`` at all."""
+    if entity in NEEDS_DIGIT:
+        return has_digit
+    if entity == "EMAIL_ADDRESS":
+        return "@" in chunk
+    if entity == "IP_ADDRESS":
+        return has_digit or ":" in chunk
+    if entity == "URL":
+        return _url_like().search(chunk) is not None
+    return True
+
+
+@lru_cache(maxsize=1)
 def recognizers() -> list:
     """presidio's predefined pattern recognizers (imported lazily: presidio is slow to import)."""
     from presidio_analyzer.predefined_recognizers import (
@@ -139,7 +164,10 @@ class PrivacyPlugin(SafetyDetectorPlugin):
         start = 0
         while True:
             chunk = text[start:start + size]
+            has_digit = DIGIT_RE.search(chunk) is not None
             for rec in recognizers():
+                if not could_match(rec.supported_entities[0], chunk, has_digit):
+                    continue
                 try:
                     results = rec.analyze(chunk, rec.supported_entities, None)
                 except Exception:  # a recognizer must never take the scorer down on odd input
@@ -166,6 +194,8 @@ class PrivacyPlugin(SafetyDetectorPlugin):
 
     def _addresses(self, text: str) -> list[Finding]:
         out = []
+        if not DIGIT_RE.search(text):  # both patterns start from a house or unit number
+            return out
         for m in ADDRESS_RE.finditer(text):
             num, suffix = m.group(1), m.group("suffix")
             yearish = len(num) == 4 and num[:2] in ("18", "19", "20")
