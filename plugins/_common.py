@@ -66,8 +66,14 @@ def _cut(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
 
 def split_sentences(text: str, limit: int = MAX_UNIT_CHARS) -> list[tuple[int, int]]:
     """Detector units ``[start, end)``: the engine's sentences (``ufarsap_engine.text``), each
-    cut at whitespace into pieces of at most ``limit`` characters."""
-    return [piece for s, e in engine_split_sentences(text) for piece in _cut(text, s, e, limit)]
+    cut at whitespace into pieces of at most ``limit`` characters. Cached: every safety
+    detector splits the same texts."""
+    return list(_units(text, limit))
+
+
+@lru_cache(maxsize=MEMO_TEXTS)
+def _units(text: str, limit: int) -> tuple[tuple[int, int], ...]:
+    return tuple(piece for s, e in engine_split_sentences(text) for piece in _cut(text, s, e, limit))
 
 
 def engine_units(sample: Sample) -> list[tuple[int, int]]:
