@@ -64,8 +64,26 @@ def _heads(groups: list[list[str]]) -> list[frozenset[str]] | None:
     return out
 
 
-def _could_match(heads: list[frozenset[str]] | None, prefixes: set[str] | None) -> bool:
-    return heads is None or prefixes is None or all(not h.isdisjoint(prefixes) for h in heads)
+def _index(all_heads: list[list[frozenset[str]] | None]) -> tuple[dict[str, list[int]], list[int]]:
+    """Items by the heads of their first keyword group, and the items without an index."""
+    by_head: dict[str, list[int]] = {}
+    for i, heads in enumerate(all_heads):
+        for h in heads[0] if heads else ():
+            by_head.setdefault(h, []).append(i)
+    return by_head, [i for i, heads in enumerate(all_heads) if heads is None]
+
+
+def _candidates(index, all_heads, prefixes: set[str] | None) -> list[int]:
+    """The items (in order) whose every keyword group has a head among ``prefixes``: every
+    item when the sentence has no prefixes (not ASCII)."""
+    if prefixes is None:
+        return list(range(len(all_heads)))
+    by_head, always = index
+    found = set(always)
+    for w in prefixes & by_head.keys():
+        found.update(by_head[w])
+    return sorted(i for i in found
+                  if all_heads[i] is None or all(not h.isdisjoint(prefixes) for h in all_heads[i][1:]))
 
 
 def _stem(w: str) -> str:
@@ -103,6 +121,7 @@ class KnowledgeBase:
         # starting with a head of each of its keyword groups (most sentences match none).
         self.fact_heads = [_heads(f["keys"]) for f in data["facts"]]
         self.claim_heads = [_heads(c["keys"]) for c in data["false_claims"]]
+        self.fact_index, self.claim_index = _index(self.fact_heads), _index(self.claim_heads)
         self.head_len = max(len(h) for hs in self.fact_heads + self.claim_heads if hs for g in hs for h in g)
         self.debunk = _kw_regex(data.get("debunk_cues", []))
         self.strong_debunk = _kw_regex(list(STRONG_DEBUNK))
@@ -195,9 +214,8 @@ class KnowledgeBase:
         return {w[:i] for w in re.findall(r"[a-z0-9]+", sent.lower()) for i in range(1, min(len(w), n) + 1)}
 
     def check_claims(self, sent: str, min_overlap: float, prefixes: set[str] | None = None) -> Verdict | None:
-        for (claim, regexes, unless, stems), heads in zip(self.claims, self.claim_heads):
-            if not _could_match(heads, prefixes):
-                continue
+        for i in _candidates(self.claim_index, self.claim_heads, prefixes):
+            claim, regexes, unless, stems = self.claims[i]
             matches = [rx.search(sent) for rx in regexes]
             if all(matches):
                 if any(rx.search(sent) for rx in unless):
@@ -225,9 +243,8 @@ class KnowledgeBase:
     def check(self, sent: str, min_overlap: float = 0.6) -> list[Verdict]:
         out = []
         prefixes = self.prefixes(sent)
-        for (fact, regexes), heads in zip(self.facts, self.fact_heads):
-            if not _could_match(heads, prefixes):
-                continue
+        for i in _candidates(self.fact_index, self.fact_heads, prefixes):
+            fact, regexes = self.facts[i]
             v = self.check_fact(fact, regexes, sent)
             if v:
                 out.append(v)
