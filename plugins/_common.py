@@ -210,16 +210,18 @@ class SafetyDetectorPlugin:
     def analyses(self, texts: Sequence[str | bytes]) -> list[Analysis]:
         """``analyze_many`` through a memo: the engine calls every scale hook on the same batch,
         so each text is analysed once, not once per scale. The memo is emptied when the
-        parameters change and when it holds more than ``MEMO_TEXTS`` texts."""
+        parameters change and when a batch would take it past ``MEMO_TEXTS`` texts (it then
+        starts again with that batch)."""
         texts = [as_text(t) for t in texts]
         memo = self.__dict__.setdefault("_memo", {})
         if self.__dict__.get("_memo_params") != self.params:
             memo.clear()
             self._memo_params = copy.deepcopy(self.params)
         missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing and len(memo) + len(missing) > MEMO_TEXTS:
+            memo.clear()
+            missing = list(dict.fromkeys(texts))
         if missing:
-            if len(memo) + len(missing) > MEMO_TEXTS:
-                memo.clear()
             memo.update(zip(missing, self.analyze_many(missing)))
         return [memo[t] for t in texts]
 

@@ -39,3 +39,17 @@ def test_parameter_change_empties_the_memo():
     plugin.params["contradiction_harm"] = 0.8  # changed in place, not through the hook
     again = plugin.ufarsap_score_document(batch=batch, horizon=Horizon.SHORT, state=state).sample_scores
     assert abs(again[0] - 0.2) < 1e-9
+
+
+def test_memo_is_emptied_when_full(monkeypatch):
+    import ufarsap_plugins._common as common
+
+    monkeypatch.setattr(common, "MEMO_TEXTS", 2)
+    plugin = MisinformationPlugin()
+    texts = ["The capital of Australia is Sydney.", "Water boils at 100 degrees Celsius.", "Paris is in France."]
+    for t in texts:
+        plugin.analyses([t])
+        assert len(plugin._memo) <= 2
+    # a batch with texts already kept and new ones, past the limit: the memo restarts with it
+    assert [a.harm for a in plugin.analyses(texts)] == [a.harm for a in plugin.analyze_many(texts)]
+    assert len(plugin._memo) == 3
