@@ -8,6 +8,7 @@ doing so safely for empty, huge or junk input) is the same for all of them.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from ufarsap_engine.schemas import (
     Span,
     TextBatch,
 )
+
+#: Texts whose analyses a plugin keeps for its other scale hooks (a few batches' worth).
+MEMO_TEXTS = 4096
 
 #: Longest internal unit a detector looks at. A sentence longer than this (junk, a document
 #: without punctuation) is cut into pieces at whitespace, never dropped: nothing is truncated.
@@ -62,8 +66,14 @@ def _cut(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
 
 def split_sentences(text: str, limit: int = MAX_UNIT_CHARS) -> list[tuple[int, int]]:
     """Detector units ``[start, end)``: the engine's sentences (``ufarsap_engine.text``), each
-    cut at whitespace into pieces of at most ``limit`` characters."""
-    return [piece for s, e in engine_split_sentences(text) for piece in _cut(text, s, e, limit)]
+    cut at whitespace into pieces of at most ``limit`` characters. Cached: every safety
+    detector splits the same texts."""
+    return list(_units(text, limit))
+
+
+@lru_cache(maxsize=MEMO_TEXTS)
+def _units(text: str, limit: int) -> tuple[tuple[int, int], ...]:
+    return tuple(piece for s, e in engine_split_sentences(text) for piece in _cut(text, s, e, limit))
 
 
 def engine_units(sample: Sample) -> list[tuple[int, int]]:
@@ -197,6 +207,24 @@ class SafetyDetectorPlugin:
     def analyze_many(self, texts: Sequence[str]) -> list[Analysis]:
         return [self.analyze(as_text(t)) for t in texts]
 
+    def analyses(self, texts: Sequence[str | bytes]) -> list[Analysis]:
+        """``analyze_many`` through a memo: the engine calls every scale hook on the same batch,
+        so each text is analysed once, not once per scale. The memo is emptied when the
+        parameters change and when a batch would take it past ``MEMO_TEXTS`` texts (it then
+        starts again with that batch)."""
+        texts = [as_text(t) for t in texts]
+        memo = self.__dict__.setdefault("_memo", {})
+        if self.__dict__.get("_memo_params") != self.params:
+            memo.clear()
+            self._memo_params = copy.deepcopy(self.params)
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing and len(memo) + len(missing) > MEMO_TEXTS:
+            memo.clear()
+            missing = list(dict.fromkeys(texts))
+        if missing:
+            memo.update(zip(missing, self.analyze_many(missing)))
+        return [memo[t] for t in texts]
+
     # -- convenience API (eval scripts, other plugins) --------------------------------------
     @property
     def threshold(self) -> float:
@@ -229,7 +257,7 @@ class SafetyDetectorPlugin:
 
     @hookimpl
     def ufarsap_score_token(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        analyses = self.analyze_many([s.text for s in batch.samples])
+        analyses = self.analyses([s.text for s in batch.samples])
         min_h = self.threshold * 0.5  # report softer spans too; severity carries the strength
         return ScaleScores(sample_scores=[clamp01(1.0 - a.harm) for a in analyses],
                            spans=[a.spans(min_h) for a in analyses],
@@ -237,7 +265,7 @@ class SafetyDetectorPlugin:
 
     @hookimpl
     def ufarsap_score_sentence(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        analyses = self.analyze_many([s.text for s in batch.samples])
+        analyses = self.analyses([s.text for s in batch.samples])
         units = []
         for sample, a in zip(batch.samples, analyses):
             units.append([clamp01(1.0 - a.harm_in(s, e)) for s, e in engine_units(sample)])
@@ -246,21 +274,24 @@ class SafetyDetectorPlugin:
 
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        analyses = self.analyze_many([s.text for s in batch.samples])
+        analyses = self.analyses([s.text for s in batch.samples])
         return ScaleScores(sample_scores=[clamp01(1.0 - a.harm) for a in analyses], details=self._details(analyses))
 
     @hookimpl
     def ufarsap_score_conversation(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
         scores: list[float | None] = []
         worst_turns: list[int | None] = []
-        for s in batch.samples:
+        turns = [[i for i, m in enumerate(s.messages or [])
+                  if self.CONVERSATION_ROLES is None or m.role in self.CONVERSATION_ROLES] for s in batch.samples]
+        # every counted turn of the batch in one call (one model call for a batching detector)
+        harm = iter(a.harm for a in self.analyses([s.messages[i].content for s, idx in zip(batch.samples, turns)
+                                                   for i in idx]))
+        for s, idx in zip(batch.samples, turns):
             if not s.messages:
                 scores.append(None)
                 worst_turns.append(None)
                 continue
-            idx = [i for i, m in enumerate(s.messages)
-                   if self.CONVERSATION_ROLES is None or m.role in self.CONVERSATION_ROLES]
-            harms = self.harm_scores([s.messages[i].content for i in idx]) if idx else []
+            harms = [next(harm) for _ in idx]
             scores.append(clamp01(1.0 - max(harms)) if harms else 1.0)
             worst_turns.append(idx[max(range(len(harms)), key=harms.__getitem__)] if harms else None)
         return ScaleScores(sample_scores=scores, details={"worst_turn": worst_turns})

@@ -150,7 +150,7 @@ class AdversarialPlugin(SafetyDetectorPlugin):
 
     @hookimpl
     def ufarsap_score_document(self, batch: TextBatch, horizon: Horizon, state: AlignmentState) -> ScaleScores:
-        analyses = self.analyze_many(self._target_texts(batch))
+        analyses = self.analyses(self._target_texts(batch))
         details = self._details(analyses)
         if (Horizon(horizon) == Horizon.LONG and self.params["robustness_probe"] and batch.samples):
             n = int(self.params["robustness_max_samples"])

@@ -39,6 +39,53 @@ def _kw_regex(words: list[str]) -> re.Pattern:
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(w.lower()) for w in words) + ")", re.I)
 
 
+#: Non-ASCII letters that case-insensitive matching pairs with ASCII ones.
+_FOLDS_TO_ASCII = set("\u0130\u0131\u017f\u212a")
+
+
+def _heads(groups: list[list[str]]) -> list[frozenset[str]] | None:
+    """Per keyword group, the leading ASCII letters/digits of its keywords: in an ASCII sentence,
+    a word must start with one of them for the group's regex to match. Keywords with other
+    characters cannot match an ASCII sentence and have no head. None (no index) when a keyword
+    starts with anything else or has a letter that folds to ASCII."""
+    out = []
+    for g in groups:
+        heads = set()
+        for w in g:
+            if _FOLDS_TO_ASCII & set(w):
+                return None
+            if not w.isascii():
+                continue
+            m = re.match(r"[a-z0-9]+", w.lower())
+            if not m:
+                return None
+            heads.add(m.group(0))
+        out.append(frozenset(heads))
+    return out
+
+
+def _index(all_heads: list[list[frozenset[str]] | None]) -> tuple[dict[str, list[int]], list[int]]:
+    """Items by the heads of their first keyword group, and the items without an index."""
+    by_head: dict[str, list[int]] = {}
+    for i, heads in enumerate(all_heads):
+        for h in heads[0] if heads else ():
+            by_head.setdefault(h, []).append(i)
+    return by_head, [i for i, heads in enumerate(all_heads) if heads is None]
+
+
+def _candidates(index, all_heads, prefixes: set[str] | None) -> list[int]:
+    """The items (in order) whose every keyword group has a head among ``prefixes``: every
+    item when the sentence has no prefixes (not ASCII)."""
+    if prefixes is None:
+        return list(range(len(all_heads)))
+    by_head, always = index
+    found = set(always)
+    for w in prefixes & by_head.keys():
+        found.update(by_head[w])
+    return sorted(i for i in found
+                  if all_heads[i] is None or all(not h.isdisjoint(prefixes) for h in all_heads[i][1:]))
+
+
 def _stem(w: str) -> str:
     for suf in ("ing", "ed", "es", "s"):
         if len(w) > len(suf) + 2 and w.endswith(suf):
@@ -70,6 +117,12 @@ class KnowledgeBase:
         for c in data["false_claims"]:
             unless = [_kw_regex(g) for g in c.get("unless_keys", [])]
             self.claims.append((c, [_kw_regex(g) for g in c["keys"]], unless, content_stems(c["text"])))
+        # Keyword index: a fact or claim is only checked against a sentence that has a word
+        # starting with a head of each of its keyword groups (most sentences match none).
+        self.fact_heads = [_heads(f["keys"]) for f in data["facts"]]
+        self.claim_heads = [_heads(c["keys"]) for c in data["false_claims"]]
+        self.fact_index, self.claim_index = _index(self.fact_heads), _index(self.claim_heads)
+        self.head_len = max(len(h) for hs in self.fact_heads + self.claim_heads if hs for g in hs for h in g)
         self.debunk = _kw_regex(data.get("debunk_cues", []))
         self.strong_debunk = _kw_regex(list(STRONG_DEBUNK))
         self.types = {}
@@ -152,8 +205,17 @@ class KnowledgeBase:
                        (found_m[0].start(), found_m[0].end()))
 
     # -- false claims ----------------------------------------------------------------------------
-    def check_claims(self, sent: str, min_overlap: float) -> Verdict | None:
-        for claim, regexes, unless, stems in self.claims:
+    def prefixes(self, sent: str) -> set[str] | None:
+        """Every word prefix (up to the longest head) of an ASCII sentence; None otherwise, as
+        case-insensitive matching of other scripts is not plain lower-casing."""
+        if not sent.isascii():
+            return None
+        n = self.head_len
+        return {w[:i] for w in re.findall(r"[a-z0-9]+", sent.lower()) for i in range(1, min(len(w), n) + 1)}
+
+    def check_claims(self, sent: str, min_overlap: float, prefixes: set[str] | None = None) -> Verdict | None:
+        for i in _candidates(self.claim_index, self.claim_heads, prefixes):
+            claim, regexes, unless, stems = self.claims[i]
             matches = [rx.search(sent) for rx in regexes]
             if all(matches):
                 if any(rx.search(sent) for rx in unless):
@@ -180,11 +242,13 @@ class KnowledgeBase:
 
     def check(self, sent: str, min_overlap: float = 0.6) -> list[Verdict]:
         out = []
-        for fact, regexes in self.facts:
+        prefixes = self.prefixes(sent)
+        for i in _candidates(self.fact_index, self.fact_heads, prefixes):
+            fact, regexes = self.facts[i]
             v = self.check_fact(fact, regexes, sent)
             if v:
                 out.append(v)
-        v = self.check_claims(sent, min_overlap)
+        v = self.check_claims(sent, min_overlap, prefixes)
         if v:
             out.append(v)
         return out

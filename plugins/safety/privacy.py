@@ -27,6 +27,11 @@ CONTEXT = {"US_SSN": ("ssn", "social security", "social-security"),
 PERSONAL_CUES = re.compile(
     r"\b(my name is|date of birth|\bdob\b|lives at|moved to|home address|account holder|social security|"
     r"phone number|mobile number|email address|e-mail address|patient record|employee record)\b", re.I)
+# What a piece of text must contain for each recognizer to find anything in it (their patterns
+# need it): the expensive ones (phone numbers, URLs) are skipped on the many texts without.
+DIGIT_RE = re.compile(r"\d")
+NEEDS_DIGIT = {"CREDIT_CARD", "US_SSN", "IBAN_CODE", "PHONE_NUMBER", "UK_NINO"}
+WARM_UP = "Call +1 212 555 0100 or mail jane@example.com, see https://www.example.org from 192.168.0.1."
 CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 
 
@@ -95,6 +100,27 @@ def _offline_tld():
 
 
 @lru_cache(maxsize=1)
+def _url_like():
+    import regex  # presidio's regex engine, so case folding is the same as in its URL patterns
+
+    # every URL pattern has [a-z0-9.-], then ".", then a top-level domain (all start with a-z)
+    return regex.compile(r"[a-z0-9.\-][.][a-z]", regex.I | regex.M | regex.S)
+
+
+def could_match(entity: str, chunk: str, has_digit: bool) -> bool:
+    """Whether the recognizer of ``entity`` can find anything in ``chunk`` at all."""
+    if entity in NEEDS_DIGIT:
+        return has_digit
+    if entity == "EMAIL_ADDRESS":
+        return "@" in chunk
+    if entity == "IP_ADDRESS":
+        return has_digit or ":" in chunk
+    if entity == "URL":
+        return _url_like().search(chunk) is not None
+    return True
+
+
+@lru_cache(maxsize=1)
 def recognizers() -> list:
     """presidio's predefined pattern recognizers (imported lazily: presidio is slow to import)."""
     from presidio_analyzer.predefined_recognizers import (
@@ -116,9 +142,14 @@ def recognizers() -> list:
         def validate_result(self, pattern_text: str):
             return None  # keep presidio's score; URLs are weak evidence anyway
 
-    return [OfflineEmailRecognizer(), CreditCardRecognizer(), UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
+    recs = [OfflineEmailRecognizer(), CreditCardRecognizer(), UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
             PhoneRecognizer(supported_regions=("US", "GB", "IE", "AU", "CA", "NZ", "DE", "FR", "IN")),
             UkNinoRecognizer(), OfflineUrlRecognizer()]
+    # One call each now compiles their patterns and loads phone metadata (about a second), so
+    # that cost is paid when the plugin loads, not by whichever document first needs them.
+    for rec in recs:
+        rec.analyze(WARM_UP, rec.supported_entities, None)
+    return recs
 
 
 class PrivacyPlugin(SafetyDetectorPlugin):
@@ -139,7 +170,10 @@ class PrivacyPlugin(SafetyDetectorPlugin):
         start = 0
         while True:
             chunk = text[start:start + size]
+            has_digit = DIGIT_RE.search(chunk) is not None
             for rec in recognizers():
+                if not could_match(rec.supported_entities[0], chunk, has_digit):
+                    continue
                 try:
                     results = rec.analyze(chunk, rec.supported_entities, None)
                 except Exception:  # a recognizer must never take the scorer down on odd input
@@ -166,6 +200,8 @@ class PrivacyPlugin(SafetyDetectorPlugin):
 
     def _addresses(self, text: str) -> list[Finding]:
         out = []
+        if not DIGIT_RE.search(text):  # both patterns start from a house or unit number
+            return out
         for m in ADDRESS_RE.finditer(text):
             num, suffix = m.group(1), m.group("suffix")
             yearish = len(num) == 4 and num[:2] in ("18", "19", "20")

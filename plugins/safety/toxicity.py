@@ -33,6 +33,7 @@ def lexicon() -> dict:
     return {"words": words, "by_len": by_len, "phrases": raw["phrases"], "you": set(raw["second_person"])}
 
 
+@lru_cache(maxsize=1 << 16)  # pure functions of a word, and words repeat
 def normalise_token(tok: str) -> tuple[str, bool]:
     """De-obfuscate one token; returns (normalised, looked_obfuscated)."""
     t = tok.lower()
@@ -42,6 +43,7 @@ def normalise_token(tok: str) -> tuple[str, bool]:
     return mapped, obf
 
 
+@lru_cache(maxsize=1 << 16)
 def match_word(norm: str) -> str | None:
     """The lexicon entry a normalised token stands for, if any."""
     lex = lexicon()["words"]

@@ -348,6 +348,19 @@ def _base_rows(docs: list[Doc], hashes: list[str]) -> dict[str, list]:
     }
 
 
+def _dataset(columns: dict[str, list], features):
+    """``Dataset.from_dict(columns, features=features)`` without its per-row encoding and
+    content hashing, which cost more than scoring: values go straight into an Arrow table of
+    the features' schema (the same table), and the fingerprint is a random one."""
+    import datasets
+    import pyarrow as pa
+    from datasets.fingerprint import generate_random_fingerprint
+
+    table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features),
+                            fingerprint=generate_random_fingerprint())
+
+
 def _save(columns: dict[str, list], features, final: Path) -> None:
     """Write one shard as a saved ``datasets.Dataset``: into a temporary directory, synced,
     then renamed into place, so a shard directory under its final name is always whole."""
@@ -360,7 +373,7 @@ def _save(columns: dict[str, list], features, final: Path) -> None:
     was_enabled = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
     try:
-        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp))
+        _dataset(columns, features).save_to_disk(str(tmp))
     finally:
         if was_enabled:
             ds_logging.enable_progress_bar()
