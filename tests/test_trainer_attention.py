@@ -58,3 +58,14 @@ def test_local_checkpoint_resumes_with_sdpa_and_same_losses(tmp_path):
     assert len(got) == len(ref) == 4
     assert got[:2] == ref[:2]
     assert all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(got, ref)), (got, ref)
+
+
+def test_run_settings_leave_out_the_attention_backend():
+    from ufarsap_engine.config import RunConfig
+    from ufarsap_engine.run_dir import run_settings
+
+    a = run_settings(RunConfig(model_overrides={"attention_backend": "local"}), None, {})
+    b = run_settings(RunConfig(), None, {})
+    assert a == b
+    c = run_settings(RunConfig(model_overrides={"attention_backend": "local", "seq_length": 64}), None, {})
+    assert c["model_overrides"] == {"seq_length": 64}
