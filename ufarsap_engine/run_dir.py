@@ -55,13 +55,16 @@ def fresh_out_dir(root: str | Path = "runs", now: datetime | None = None) -> str
 
 def run_settings(cfg, plugins: list[str] | None, plugin_params: dict) -> dict[str, Any]:
     """The settings that shape a run's result. ``plugins=None``: the run follows the registry's
-    active strategy (which may change during the run), so no fixed set is recorded."""
+    active strategy (which may change during the run), so no fixed set is recorded. Execution
+    fields of the model (e.g. ``attention_backend``) do not shape the result and are left out."""
+    from ufarsap_engine.trainer.model_config import EXECUTION_FIELDS
+
     return json.loads(json.dumps({
         "plugins": sorted(plugins) if plugins is not None else "the registry's active strategy",
         "plugin_params": plugin_params,
         "objective": cfg.objective.model_dump(mode="json"),
         "model": cfg.model,
-        "model_overrides": cfg.model_overrides,
+        "model_overrides": {k: v for k, v in cfg.model_overrides.items() if k not in EXECUTION_FIELDS},
         "data": str(Path(cfg.data).resolve()) if cfg.data else "embedded corpus",
         "seed": cfg.seed,
         "train": {k: v for k, v in cfg.train.items() if k not in _NEUTRAL_TRAIN_KEYS},

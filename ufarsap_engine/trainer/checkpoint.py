@@ -356,9 +356,13 @@ def read_engine_state(ckpt: Path) -> dict:
 
 
 def _check_model_config(ckpt: Path, model_cfg) -> None:
+    """Refuse a checkpoint of another model; execution fields (e.g. the attention backend) may
+    differ, since they do not change the weights."""
+    from .model_config import EXECUTION_FIELDS
+
     saved = read_engine_state(ckpt).get("model_config", {})
     mine = model_cfg.model_dump()
-    diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+    diff = [k for k in mine if k in saved and k not in EXECUTION_FIELDS and saved[k] != mine[k]]
     if diff:
         k = diff[0]
         raise UserError(

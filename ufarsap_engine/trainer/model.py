@@ -1,7 +1,9 @@
 """Build the Megatron model for this pipeline stage, its DDP wrapper, optimizer and LR schedule.
 
-Everything here is plain Megatron-Core: ``GPTModel`` with the local (no Transformer Engine)
-layer spec, Megatron ``DistributedDataParallel`` and ``get_megatron_optimizer``. A plain
+Everything here is plain Megatron-Core: ``GPTModel`` (with a fused cross-entropy at TP=1, see
+:mod:`.gpt_model`) with the local (no Transformer Engine) layer spec, whose core attention runs
+through PyTorch's SDPA by default (:mod:`.sdpa_attention`), Megatron
+``DistributedDataParallel`` and ``get_megatron_optimizer``. A plain
 ``torch.optim`` optimizer must NOT be used on the DDP-wrapped model: Megatron DDP moves
 gradients into ``param.main_grad`` and leaves ``param.grad`` as None, so a torch optimizer
 silently never updates the weights. The LR schedule is Megatron's ``OptimizerParamScheduler``.
@@ -9,6 +11,7 @@ silently never updates the weights. The LR schedule is Megatron's ``OptimizerPar
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -71,16 +74,27 @@ class BuiltModel:
     config: object  # TransformerConfig
 
 
-def build_gpt(model_cfg: ModelConfig, train_cfg: TrainConfig, pre_process: bool, post_process: bool):
-    """Build the unwrapped ``GPTModel`` for one pipeline stage (no DDP)."""
-    from megatron.core.models.gpt import GPTModel
+def layer_spec(model_cfg: ModelConfig):
+    """Megatron's local layer spec, its core attention swapped for SDPA unless 'local' is chosen."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    cfg = transformer_config(model_cfg, train_cfg)
     spec = get_gpt_layer_local_spec(normalization=model_cfg.normalization)
-    model = GPTModel(
+    if model_cfg.attention_backend == "sdpa":
+        from .sdpa_attention import SDPAAttention
+
+        spec = copy.deepcopy(spec)
+        spec.submodules.self_attention.submodules.core_attention = SDPAAttention
+    return spec
+
+
+def build_gpt(model_cfg: ModelConfig, train_cfg: TrainConfig, pre_process: bool, post_process: bool):
+    """Build the unwrapped ``GPTModel`` for one pipeline stage (no DDP)."""
+    from .gpt_model import EngineGPTModel
+
+    cfg = transformer_config(model_cfg, train_cfg)
+    model = EngineGPTModel(
         config=cfg,
-        transformer_layer_spec=spec,
+        transformer_layer_spec=layer_spec(model_cfg),
         vocab_size=model_cfg.vocab_size,
         max_sequence_length=model_cfg.seq_length,
         pre_process=pre_process,

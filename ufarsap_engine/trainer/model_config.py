@@ -40,6 +40,11 @@ class ModelConfig(_Cfg):
     init_method_std: float = 0.02
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
+    attention_backend: Literal["sdpa", "local"] = Field(
+        default="sdpa",
+        description="core attention: 'sdpa' (PyTorch's fused scaled_dot_product_attention) or 'local' "
+        "(Megatron's unfused DotProductAttention); same maths and weights, so it may change on resume",
+    )
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelConfig":
@@ -74,6 +79,11 @@ class ModelConfig(_Cfg):
         emb = v * h * (1 if self.tie_embeddings else 2)
         pos = self.seq_length * h if self.position_embedding == "learned_absolute" else 0
         return L * (attn + mlp + norms) + emb + pos + h
+
+
+#: ModelConfig fields that choose how the model is computed, not what it is: the weights and
+#: the maths are the same whatever their value, so a checkpoint resumes across them.
+EXECUTION_FIELDS: frozenset[str] = frozenset({"attention_backend"})
 
 
 #: Named model sizes. ``tiny`` trains the embedded corpus in a couple of minutes on 2 CPU cores;
