@@ -211,6 +211,41 @@ def test_window_rescoring_reads_stateless_plugins_from_the_annotation(tmp_path, 
     assert objective.known_results(samples, ["not-annotated"] * 3, Horizon.MEDIUM) == {}  # unknown text: call
 
 
+def test_an_annotation_edited_on_disk_is_reported_where_the_objective_uses_it(tmp_path):
+    """Results read from an annotation are checked where they become weights: a span edited to
+    an impossible severity stops a strict run with one line naming the plugin."""
+    import shutil
+
+    import datasets
+
+    from ufarsap_engine.alignment.unified import UnifiedObjective
+    from ufarsap_engine.annotate.manifest import plugin_dir
+    from ufarsap_engine.annotate.table import AnnotationTable, document_key
+    from ufarsap_engine.config import ObjectiveConfig
+    from ufarsap_engine.errors import PluginError
+
+    texts = ["You are an idiot and I hate you.", "The heron lives by the lake."]
+    annotate(tmp_path / "ann", "safety.toxicity", data=str(write_corpus(tmp_path / "d.jsonl", texts)), workers=0,
+             note=quiet)
+    m = read_manifest(tmp_path / "ann")
+    rec, shard = m.plugins["safety.toxicity"], m.shards[0].key
+    where = plugin_dir(tmp_path / "ann", "safety.toxicity", rec.key, shard)
+    ds = datasets.load_from_disk(str(where))
+    edited = ds.map(lambda row: {"safety.toxicity:span_severity": [5.0 for _ in row["safety.toxicity:span_severity"]]})
+    edited.save_to_disk(str(tmp_path / "edited"))
+    shutil.rmtree(where)
+    shutil.move(str(tmp_path / "edited"), str(where))
+    host = PluginHost(["safety.toxicity"])
+    objective = UnifiedObjective(host, ObjectiveConfig())
+    table = AnnotationTable(tmp_path / "ann", ["safety.toxicity"])
+    entry = table.entry(document_key(texts[0], None, None), "d0")
+    score, spans, units = entry["results"][("safety.toxicity", "token")]
+    assert spans and spans[0].severity == 5.0  # read as stored
+    objective.use_annotations(table)
+    with pytest.raises(PluginError, match=r"safety.toxicity.*severity 5.0.*in its annotation"):
+        objective._usable("safety.toxicity", "token", score, spans, units, entry)
+
+
 def test_adding_a_plugin_computes_only_its_columns(env):
     run(env, BAD)
     before = load_annotations(env["out"])[f"{BAD}:document"]

@@ -38,3 +38,20 @@ def test_privacy_recognizers_skip_texts_they_cannot_match():
         plain = "No digits, no at sign, no web address here. None at all"
         assert not could_match(entity, plain, False), entity
     assert PrivacyPlugin().analyze("Email jane.doe@example.com or call +1 212 555 0100.").details["counts"]
+
+
+def test_privacy_loads_presidio_without_its_optional_engines_and_hides_nothing_after():
+    """In a fresh process (an annotation worker) presidio's pattern recognizers load without
+    importing transformers or torch, find what they found before, and both import normally after."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from ufarsap_plugins.safety import load_safety_plugin\n"
+            "a = load_safety_plugin('safety.privacy').analyze('Write to linda.smith@example.com or call (331) 770-6690.')\n"
+            "print(sorted(f.label for f in a.findings), 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+            "import torch, transformers\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["['EMAIL_ADDRESS', 'PHONE_NUMBER'] False False", "ok"]

@@ -12,6 +12,8 @@ figures), so it only counts as personal data next to other PII or a personal-dat
 from __future__ import annotations
 
 import re
+import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -120,9 +122,32 @@ def could_match(entity: str, chunk: str, has_digit: bool) -> bool:
     return True
 
 
+#: What presidio's package imports (guarded, as optional) only for its NLP engines, which the
+#: pattern recognizers never use: transformers (its engine) and torch (through spaCy's thinc).
+OPTIONAL_FOR_PRESIDIO = ("transformers", "torch")
+
+
+@contextmanager
+def _without(names: tuple[str, ...]):
+    """Hide the modules in ``names`` that are not loaded yet for the imports inside the block
+    (``import x`` raises ImportError), then unhide them: importing them costs 3-4 s in every
+    fresh annotation worker. A process that has loaded them already (the trainer) keeps them."""
+    hidden = [n for n in names if n not in sys.modules]
+    for n in hidden:
+        sys.modules[n] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for n in hidden:
+            if sys.modules.get(n, 0) is None:
+                del sys.modules[n]
+
+
 @lru_cache(maxsize=1)
 def recognizers() -> list:
     """presidio's predefined pattern recognizers (imported lazily: presidio is slow to import)."""
+    with _without(OPTIONAL_FOR_PRESIDIO):
+        import presidio_analyzer  # noqa: F401  (the package, once, without the optional engines)
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer,
         EmailRecognizer,

@@ -141,13 +141,13 @@ class AnnotationTable:
                 if scale not in scales:
                     continue
                 spans = units = None
-                if scale == "token":
-                    spans = [Span(start=a, end=b, severity=sev, label=lab or "") for (a, b), sev, lab in
+                if scale == "token":  # built unvalidated: the objective checks every result it uses (check_sample)
+                    spans = [Span.model_construct(start=a, end=b, severity=sev, label=lab or "") for (a, b), sev, lab in
                              zip(cols[f"{n}:spans"][r], cols[f"{n}:span_severity"][r], cols[f"{n}:span_labels"][r])]
                 if scale == "sentence":
                     units = cols.get(f"{n}:sentence_units", [None] * (r + 1))[r]
                 results[(n, scale)] = (cols[f"{n}:{scale}"][r], spans, units)
-        entry = {"sample": Sample(sample_id=sample_id, text=text, sentences=sentences),
+        entry = {"sample": Sample.model_construct(sample_id=sample_id, text=text, sentences=sentences),
                  "sentences": sentences, "results": results, "checked": {}}
         self._entries[doc_key] = entry
         return entry
