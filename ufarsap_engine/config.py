@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.plugin_host import CALL_TIMEOUT_S, IMPORT_TIMEOUT_S
+from ufarsap_engine.schemas import PARADIGMS
 
 #: Plugins a run uses when neither ``--plugins`` nor the registry's active strategy says.
 DEFAULT_PLUGINS = ["reflect.crossparadigm", "safety.privacy", "safety.toxicity"]
@@ -27,7 +28,6 @@ DEFAULT_PLUGINS = ["reflect.crossparadigm", "safety.privacy", "safety.toxicity"]
 MAX_WEIGHT = 10.0
 Weight = Annotated[float, Field(ge=0.0, le=MAX_WEIGHT, allow_inf_nan=False)]
 ParadigmName = Literal["self", "reflect", "multi", "safety"]
-PARADIGM_NAMES: tuple[str, ...] = ("self", "reflect", "multi", "safety")
 FamilyName = Literal["unlikelihood", "rwr", "filtering", "mask", "conditional", "hidden", "tags", "none"]
 #: The family a paradigm trains with when nothing says otherwise.
 DEFAULT_FAMILIES: dict[str, str] = {"safety": "unlikelihood", "reflect": "unlikelihood", "self": "rwr", "multi": "rwr"}
@@ -75,18 +75,18 @@ class ObjectiveConfig(BaseModel):
     @classmethod
     def _all_families(cls, v: dict) -> dict:
         """Every paradigm named, so equal objectives compare (and hash) equal."""
-        return {p: v.get(p, DEFAULT_FAMILIES[p]) for p in PARADIGM_NAMES}
+        return {p: v.get(p, DEFAULT_FAMILIES[p]) for p in PARADIGMS}
 
     @field_validator("lambda_paradigm", mode="before")
     @classmethod
     def _one_for_all(cls, v):
-        return {p: v for p in PARADIGM_NAMES} if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        return {p: v for p in PARADIGMS} if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @field_validator("lambda_paradigm", "alpha", mode="after")
     @classmethod
     def _all_paradigms(cls, v: dict, info) -> dict:
         default = 0.2 if info.field_name == "lambda_paradigm" else 1.0
-        return {p: v.get(p, default) for p in PARADIGM_NAMES}
+        return {p: v.get(p, default) for p in PARADIGMS}
 
     def lam(self, paradigm: str) -> float:
         return float(self.lambda_paradigm.get(paradigm, 0.2))

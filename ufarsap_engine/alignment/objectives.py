@@ -37,13 +37,17 @@ Preference pairs: dpo (Rafailov et al. 2023): ``-log sigmoid(beta * ((pi_c - ref
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
+
+from ufarsap_engine.config import FamilyName
 
 LOSS_FAMILIES = ("unlikelihood", "rwr", "filtering", "mask")
 DATA_FAMILIES = ("conditional", "hidden", "tags")
 #: Every value of ``ObjectiveConfig.families`` (``none``: the paradigm adds no term).
-FAMILIES = (*LOSS_FAMILIES, *DATA_FAMILIES, "none")
+FAMILIES: tuple[str, ...] = get_args(FamilyName)  # the config schema's list: one place to add a family
 
 
 def unlikelihood_sum(token_logprobs: torch.Tensor, flagged: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,6 @@ class AlignmentRuntime:
         # The medium horizon's documents: the last ``n`` steps' documents (set from the trainer's
         # data at the start, or by the hook-only loop).
         self.recent_documents: Callable[[int], list[Sample]] | None = None
-        self._content_keys: dict[str, str] = {}  # training sample id -> content hash (annotation lookups)
         self.probe_metrics: dict[str, float] = {}
         self.round_metrics: dict[str, float] = {}
         self.evolution = None
@@ -126,12 +125,9 @@ class AlignmentRuntime:
                 from ufarsap_engine.annotate.table import document_key
 
                 docs = data.ds.docs
-                out = []
-                for d in data.recent_documents(steps):
-                    out.append(make_sample(str(docs[d].doc_id), docs[d].text))
-                    self._content_keys[out[-1].sample_id] = document_key(docs[d].text, docs[d].prompt,
-                                                                         docs[d].messages)
-                return out
+                return [make_sample(str(docs[d].doc_id), docs[d].text,
+                                    meta={"content_key": document_key(docs[d].text, docs[d].prompt, docs[d].messages)})
+                        for d in data.recent_documents(steps)]
             self.recent_documents = recent
         self._read_annotations(state)
         self.host.call("ufarsap_run_start", run=self.context, state=self.tracker.state)
@@ -177,7 +173,7 @@ class AlignmentRuntime:
             return {}
         paradigm_of = {n: i.paradigm.value for n, i in self.host.info.items()}
         known = {}
-        keys = [self._content_keys.get(s.sample_id) for s in samples]
+        keys = [s.meta.get("content_key") for s in samples]  # set on training documents (recent_documents)
         if all(keys) and hasattr(self.objective, "known_results"):  # training documents: the annotation has them
             known = self.objective.known_results(samples, keys, horizon)
         cells = score_batch(self.host, TextBatch(samples=samples, step=step), horizon, self.tracker.state,

@@ -135,8 +135,8 @@ class UnifiedObjective:
             return {}
         known = {}
         for n in names:
+            info = self.host.info[n]
             for scale in SCALES:
-                info = self.host.info[n]
                 if not (info.serves(scale, horizon) and info.serves(scale, Horizon.SHORT)):
                     continue
                 rows = [e.get((n, scale)) for e in entries]

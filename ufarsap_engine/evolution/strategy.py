@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ufarsap_engine.config import MAX_WEIGHT, ObjectiveConfig
+from ufarsap_engine.config import ObjectiveConfig
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.schemas import PARADIGMS, PLUGIN_NAME_RE
 
