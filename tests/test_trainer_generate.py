@@ -1,5 +1,6 @@
 """Generation: TP=2 and PP=2 produce exactly the TP=1 tokens (greedy and seeded sampling),
-per-token log-probs agree, stop tokens end a sequence; sampling filters are correct."""
+per-token log-probs agree, stop tokens end a sequence; the KV-cached path gives the same tokens
+as recomputing the whole sequence; sampling filters are correct."""
 
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ def test_top_k_and_top_p_filters():
 
 def test_sampling_is_seeded_and_greedy_is_argmax():
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
-    assert _pick(logits, SamplingParams(temperature=0.0), torch.Generator()).tolist() == logits.argmax(-1).tolist()
-    a = _pick(logits, SamplingParams(temperature=1.0, top_k=10), torch.Generator().manual_seed(5))
-    b = _pick(logits, SamplingParams(temperature=1.0, top_k=10), torch.Generator().manual_seed(5))
-    assert a.tolist() == b.tolist()
+    u = torch.rand(3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert _pick(logits, SamplingParams(temperature=0.0), u).tolist() == logits.argmax(-1).tolist()
+    a = _pick(logits, SamplingParams(temperature=1.0, top_k=10), u)
+    assert a.tolist() == _pick(logits, SamplingParams(temperature=1.0, top_k=10), u.clone()).tolist()
     top10 = torch.topk(logits, 10, dim=-1).indices
     assert all(int(a[i]) in top10[i].tolist() for i in range(3))
+    # u near 1 picks the last kept token, never a filtered one
+    hi = _pick(logits, SamplingParams(temperature=1.0, top_k=10), torch.full((3,), 1 - 1e-12, dtype=torch.float64))
+    assert all(int(hi[i]) in top10[i].tolist() for i in range(3))
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +93,17 @@ def test_stop_token_ends_generation(trained, tp1):
     g = read(trained, "g_stop")[0]
     cut = first.index(stop) + 1
     assert g["token_ids"] == first[:cut] and g["finish_reason"] == "stop"
+
+
+@pytest.mark.slow  # trains a model (tens of seconds on 2 cores)
+@pytest.mark.parametrize("name", ["g_greedy", "g_sampled"])
+def test_kv_cache_equals_full_recompute(trained, tp1, name):
+    params = SAMPLED if name == "g_sampled" else {}
+    p = run.run_single(gen_spec(trained, f"{name}_full", kv_cache=False, **params))
+    assert p.returncode == 0, p.stderr[-3000:]
+    for a, b in zip(read(trained, f"{name}_full"), tp1[name]):
+        assert a["token_ids"] == b["token_ids"] and a["finish_reason"] == b["finish_reason"]
+        assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-4
 
 
 @pytest.mark.slow

@@ -89,6 +89,7 @@ class GenerateSpec(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list)
     seed: int = 0
     tag_aware: bool | None = None  # None: on for a checkpoint trained with harmfulness tags
+    kv_cache: bool = True  # False: recompute the whole sequence per token (slow; a reference)
     output: str | None = None  # None -> OUT/generations.jsonl
 
     def params(self):
@@ -97,6 +98,7 @@ class GenerateSpec(BaseModel):
         return SamplingParams(
             max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
             top_p=self.top_p, stop_token_ids=list(self.stop_token_ids), seed=self.seed, tag_aware=self.tag_aware,
+            kv_cache=self.kv_cache,
         )
 
 
