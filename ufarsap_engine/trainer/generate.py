@@ -35,6 +35,7 @@ continuations after which the model expects flagged content. Sampling is then am
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -235,6 +236,12 @@ def _cached_last_logits(model, tokens: torch.Tensor, ctx, start: int) -> torch.T
 
     b, s = tokens.shape
     pos = torch.arange(start, start + s, device=tokens.device).unsqueeze(0).expand(b, s)
+    if ps.get_pipeline_model_parallel_world_size() == 1:
+        # One stage: nothing to pass between stages, so the schedule (a few ms per call at small
+        # sizes) is skipped; the caller has suspended the CPU shim for the whole decode.
+        out = model(tokens, pos, None, inference_context=ctx, runtime_gather_output=True)
+        ctx.sequence_len_offset += s
+        return out[:, -1].float()
 
     def step(data_iterator, m):
         t = next(data_iterator)
@@ -317,7 +324,13 @@ def generate(model, tokenizer, prompts, params: SamplingParams | None = None, ma
     try:
         if n and params.max_new_tokens:
             if cached:
-                _decode_cached(model, d, dev)
+                from megatron.core import parallel_state as ps
+
+                # Without pipeline stages the decode never enters Megatron's schedule, the one
+                # part that asks for CUDA devices: the CPU layer's per-op shim can stay out.
+                one_stage = ps.get_pipeline_model_parallel_world_size() == 1
+                with cpu_compat.suspended() if one_stage else contextlib.nullcontext():
+                    _decode_cached(model, d, dev)
             else:
                 _decode_full(model, d, max_context, tag, dev)
     finally:

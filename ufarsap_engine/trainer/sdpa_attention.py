@@ -86,7 +86,10 @@ class SDPAAttention(MegatronModule):
         # Megatron masks are True where attention is NOT allowed; SDPA's bool masks the opposite.
         attn_mask = None if attention_mask is None else ~attention_mask
         rep = self.num_heads_per_partition // self.num_groups_per_partition
-        if rep > 1:  # grouped-query attention: every kv group serves `rep` consecutive query heads
+        # Cached decoding (one query against the cache) lets SDPA share kv heads itself; the
+        # fused training kernels want equal head counts, so there the groups are expanded.
+        gqa = rep > 1 and sq != key.shape[0]
+        if rep > 1 and not gqa:  # grouped-query attention: every kv group serves `rep` consecutive query heads
             key = key.repeat_interleave(rep, dim=2)
             value = value.repeat_interleave(rep, dim=2)
         # [s, b, h, d] -> [b, h, s, d]
@@ -100,6 +103,8 @@ class SDPAAttention(MegatronModule):
                     q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal, scale=self.softmax_scale
                 )
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=self.softmax_scale)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=causal, scale=self.softmax_scale, enable_gqa=gqa
+            )
         # [b, h, s, d] -> [s, b, h * d]
         return out.permute(2, 0, 1, 3).reshape(sq, b, self.hidden_size_per_partition)
