@@ -102,19 +102,16 @@ def _pick(logits: torch.Tensor, params: SamplingParams, u: torch.Tensor) -> torc
     return idx.clamp_(max=logits.shape[-1] - 1)
 
 
-@torch.no_grad()
-def forward_logits(model, tokens: torch.Tensor) -> torch.Tensor | None:
-    """Full-vocabulary logits ``[b, s, V]`` on the last pipeline stage (None elsewhere)."""
+def _forward_only(model, tokens: torch.Tensor, forward):
+    """One forward-only microbatch through Megatron's schedule, which passes activations between
+    pipeline stages: ``forward(model, tokens)``'s output on the last stage, None elsewhere."""
     from megatron.core import parallel_state as ps
     from megatron.core.pipeline_parallel.schedules import get_forward_backward_func
 
     b, s = tokens.shape
-    pos = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
 
     def step(data_iterator, m):
-        t = next(data_iterator)
-        out = m(t, pos, None, runtime_gather_output=True)
-        return out, lambda o, non_loss_data=True: o
+        return forward(m, next(data_iterator)), lambda o, non_loss_data=True: o
 
     store = get_forward_backward_func()(
         forward_step_func=step,
@@ -126,9 +123,16 @@ def forward_logits(model, tokens: torch.Tensor) -> torch.Tensor | None:
         forward_only=True,
         collect_non_loss_data=True,
     )
-    if ps.is_pipeline_last_stage():
-        return store[0].float()
-    return None
+    return store[0] if ps.is_pipeline_last_stage() else None
+
+
+@torch.no_grad()
+def forward_logits(model, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Full-vocabulary logits ``[b, s, V]`` on the last pipeline stage (None elsewhere)."""
+    b, s = tokens.shape
+    pos = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
+    out = _forward_only(model, tokens, lambda m, t: m(t, pos, None, runtime_gather_output=True))
+    return None if out is None else out.float()
 
 
 def _broadcast_from_last_stage(t: torch.Tensor) -> torch.Tensor:
@@ -232,7 +236,6 @@ def _cached_last_logits(model, tokens: torch.Tensor, ctx, start: int) -> torch.T
     """Last-position logits ``[b, V]`` of ``tokens`` (positions ``start..``), through the KV cache
     in ``ctx``; None off the last pipeline stage. Collective."""
     from megatron.core import parallel_state as ps
-    from megatron.core.pipeline_parallel.schedules import get_forward_backward_func
 
     b, s = tokens.shape
     pos = torch.arange(start, start + s, device=tokens.device).unsqueeze(0).expand(b, s)
@@ -243,29 +246,16 @@ def _cached_last_logits(model, tokens: torch.Tensor, ctx, start: int) -> torch.T
         ctx.sequence_len_offset += s
         return out[:, -1].float()
 
-    def step(data_iterator, m):
-        t = next(data_iterator)
+    def cached_forward(m, t):
         # The model's cached forward makes no CUDA device request (the cache is allocated through
         # the patched current_device), so the CPU layer's per-op function-mode shim, about half
         # of a decode step at small sizes, is left out of it (the schedule around keeps it).
         with cpu_compat.suspended():
-            out = m(t, pos, None, inference_context=ctx, runtime_gather_output=True)
-        return out, lambda o, non_loss_data=True: o
+            return m(t, pos, None, inference_context=ctx, runtime_gather_output=True)
 
-    store = get_forward_backward_func()(
-        forward_step_func=step,
-        data_iterator=iter([tokens]),
-        model=[model],
-        num_microbatches=1,
-        seq_length=s,
-        micro_batch_size=b,
-        forward_only=True,
-        collect_non_loss_data=True,
-    )
+    out = _forward_only(model, tokens, cached_forward)
     ctx.sequence_len_offset += s
-    if ps.is_pipeline_last_stage():
-        return store[0][:, -1].float()
-    return None
+    return None if out is None else out[:, -1].float()
 
 
 def _decode_cached(model, d: _Decoding, dev) -> None:
