@@ -389,9 +389,11 @@ def test_reap_stale_fails_running_strategies_of_dead_runs(registry):
     with _engine(registry).connect() as conn, conn.begin():  # ended run left a strategy running
         conn.execute(sa.text("UPDATE runs SET status = 'complete', ended_at = heartbeat_at WHERE id = :r"),
                      {"r": ended})
-    time.sleep(0.3)
+    # Runs silent for over a second are stale; `live` heartbeats just before each reap, so a busy
+    # machine has a full second of margin before it would count as stale too.
+    time.sleep(1.2)
     registry.heartbeat(live)
-    assert registry.reap_stale(timeout_s=0.2) == 2
+    assert registry.reap_stale(timeout_s=1.0) == 2
     assert registry.get(s_dead).state == "failed"
     assert registry.get(s_dead).reason == "run stopped sending heartbeats"
     assert registry.get(s_dead).completed_at is not None
@@ -401,7 +403,8 @@ def test_reap_stale_fails_running_strategies_of_dead_runs(registry):
     assert registry.get(s_norun).state == "running"
     assert registry.lineage(s_dead)[-1].detail == {
         "from": "running", "to": "failed", "reason": "run stopped sending heartbeats"}
-    assert registry.reap_stale(timeout_s=0.2) == 0
+    registry.heartbeat(live)
+    assert registry.reap_stale(timeout_s=1.0) == 0
     with _engine(registry).connect() as conn:
         statuses = dict(conn.exec_driver_sql("SELECT name, status FROM runs").all())
     assert statuses == {"live": "running", "dead": "killed", "ended": "complete"}
