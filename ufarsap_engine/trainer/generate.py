@@ -241,7 +241,7 @@ def _cached_last_logits(model, tokens: torch.Tensor, ctx, start: int) -> torch.T
     pos = torch.arange(start, start + s, device=tokens.device).unsqueeze(0).expand(b, s)
     if ps.get_pipeline_model_parallel_world_size() == 1:
         # One stage: nothing to pass between stages, so the schedule (a few ms per call at small
-        # sizes) is skipped; the caller has suspended the CPU shim for the whole decode.
+        # sizes) is skipped; `_decode_cached` has suspended the CPU shim for the whole decode.
         out = model(tokens, pos, None, inference_context=ctx, runtime_gather_output=True)
         ctx.sequence_len_offset += s
         return out[:, -1].float()
@@ -260,6 +260,15 @@ def _cached_last_logits(model, tokens: torch.Tensor, ctx, start: int) -> torch.T
 
 def _decode_cached(model, d: _Decoding, dev) -> None:
     """Prefill the shortest prompt's length, then one position per step through the cache."""
+    from megatron.core import parallel_state as ps
+
+    # Without pipeline stages the decode never enters Megatron's schedule, the one part that asks
+    # for CUDA devices: the CPU layer's per-op shim can stay out of the whole decode.
+    with cpu_compat.suspended() if ps.get_pipeline_model_parallel_world_size() == 1 else contextlib.nullcontext():
+        _decode_cached_steps(model, d, dev)
+
+
+def _decode_cached_steps(model, d: _Decoding, dev) -> None:
     from megatron.core.inference.contexts import StaticInferenceContext
 
     lens = [len(p) for p in d.prompt_ids]
@@ -314,13 +323,7 @@ def generate(model, tokenizer, prompts, params: SamplingParams | None = None, ma
     try:
         if n and params.max_new_tokens:
             if cached:
-                from megatron.core import parallel_state as ps
-
-                # Without pipeline stages the decode never enters Megatron's schedule, the one
-                # part that asks for CUDA devices: the CPU layer's per-op shim can stay out.
-                one_stage = ps.get_pipeline_model_parallel_world_size() == 1
-                with cpu_compat.suspended() if one_stage else contextlib.nullcontext():
-                    _decode_cached(model, d, dev)
+                _decode_cached(model, d, dev)
             else:
                 _decode_full(model, d, max_context, tag, dev)
     finally:

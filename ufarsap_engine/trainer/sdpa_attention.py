@@ -14,6 +14,7 @@ cannot run exactly never trains silently on different maths.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -98,13 +99,12 @@ class SDPAAttention(MegatronModule):
         if dropout_p > 0.0:
             from megatron.core import tensor_parallel
 
-            with tensor_parallel.get_cuda_rng_tracker().fork():
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal, scale=self.softmax_scale
-                )
+            rng = tensor_parallel.get_cuda_rng_tracker().fork()
         else:
+            rng = contextlib.nullcontext()
+        with rng:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=causal, scale=self.softmax_scale, enable_gqa=gqa
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal, scale=self.softmax_scale, enable_gqa=gqa
             )
         # [b, h, s, d] -> [s, b, h * d]
         return out.permute(2, 0, 1, 3).reshape(sq, b, self.hidden_size_per_partition)
