@@ -67,10 +67,12 @@ def cli() -> None:
 @click.option("--evolve", is_flag=True, default=None,
               help="Run adaptive evolution every round (settings: --set evolution.population_size=4 ...).")
 @click.option("--trace-plugins", is_flag=True, default=None, help="Log every hook call and result (or UFARSAP_TRACE_PLUGINS=1).")
+@click.option("--prompts", "prompts_file", metavar="FILE.jsonl",
+              help="Prompts for the on-policy phase, one {\"prompt\": ...} per line (with --set onpolicy.every=N).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. train.lr=3e-4.")
 @JSON_OPT
 def run(config_path, plugins, data, steps, seed, out, overwrite, registry_url, tp, pp, nproc, device, strict,
-        no_train, evolve, trace_plugins, sets, as_json) -> None:
+        no_train, evolve, trace_plugins, prompts_file, sets, as_json) -> None:
     """Train (or, with --no-train, score) with the selected alignment plugins."""
     from ufarsap_engine.config import load_config
     from ufarsap_engine.run import execute, prepare
@@ -80,6 +82,7 @@ def run(config_path, plugins, data, steps, seed, out, overwrite, registry_url, t
         plugins=([] if plugins.strip() == "none" else plugins.split(",")) if plugins is not None else None, data=data, steps=steps, seed=seed,
         out=out, overwrite=overwrite, registry=registry_url, tp=tp, pp=pp, nproc=nproc, device=device, strict_plugins=strict,
         train_model=(False if no_train else None), trace_plugins=trace_plugins, evolve=evolve,
+        onpolicy={"prompts_file": prompts_file} if prompts_file else None,
     )
     prepared = prepare(cfg)
     from ufarsap_engine.progress import RunProgress
@@ -199,25 +202,9 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
         raise UserError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
     if prompt is not None:
         return [prompt]
-    from pathlib import Path
+    from ufarsap_engine.documents import read_prompt_file
 
-    path = Path(prompts_file)
-    if not path.exists():
-        raise UserError(f"prompts file {path} does not exist")
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"]:
-            raise UserError(f"{path}:{n}: needs a non-empty string field 'prompt'")
-        out.append(rec["prompt"])
-    if not out:
-        raise UserError(f"prompts file {path} holds no prompts")
-    return out
+    return read_prompt_file(prompts_file)
 
 
 @cli.command(context_settings=CONTEXT)

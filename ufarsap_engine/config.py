@@ -106,6 +106,31 @@ class PluginTimeouts(BaseModel):
     import_s: float = Field(IMPORT_TIMEOUT_S, ge=0, description="importing one plugin, seconds (0: no limit)")
 
 
+class OnPolicyConfig(BaseModel):
+    """The on-policy phase: every ``every`` steps the model samples ``samples`` continuations of
+    ``prompts`` prompts, the plugins score them at the immediate horizon, and (best, worst) pairs
+    train through a DPO term for the next ``train_steps`` steps (reference: the policy at the
+    phase). ``every = 0`` turns it off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(0, ge=0, description="steps between on-policy phases (0: off)")
+    samples: int = Field(4, ge=2, description="K: continuations sampled per prompt (a pair needs two)")
+    prompts: int = Field(8, ge=1, description="prompts per phase and data-parallel rank")
+    prompt_tokens: int = Field(16, ge=1, description="tokens of a document's start used as a prompt")
+    new_tokens: int = Field(32, ge=1, description="tokens sampled per continuation")
+    temperature: float = Field(1.0, gt=0, le=10, allow_inf_nan=False)
+    top_k: int = Field(0, ge=0, description="0: off")
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False, description="DPO beta")
+    lam: float = Field(0.1, ge=0, le=100, allow_inf_nan=False,
+                       description="weight of the DPO term (per pair mean) against the per-token loss")
+    train_steps: int = Field(10, ge=1, description="steps each phase's pairs are trained on")
+    min_gap: float = Field(0.0, ge=0, le=1, description="a pair needs best - worst score above this")
+    prompts_file: str | None = Field(None, description="JSONL of {\"prompt\": ...}; half of each phase's "
+                                                       "prompts come from it (--prompts)")
+
+
 class RunConfig(BaseModel):
     """Everything ``ufarsap-engine run`` needs. Field names are the config-file keys."""
 
@@ -145,6 +170,7 @@ class RunConfig(BaseModel):
     evolve: bool = Field(False, description="run an evolution round at every round boundary")
     evolution: dict[str, Any] = Field(default_factory=dict, description="EvolutionConfig settings")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    onpolicy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
     trace_plugins: bool = False
 
     @field_validator("plugins")
@@ -266,7 +292,7 @@ def load_config(path: str | None = None, sets: list[str] | None = None, **flags:
     """Build the run config; raises ``UserError`` with one line per invalid value."""
     data: dict[str, Any] = read_config_file(path) if path else {}
     data = _merge(data, parse_set(sets or []))
-    data.update({k: v for k, v in flags.items() if v is not None})
+    data = _merge(data, {k: v for k, v in flags.items() if v is not None})
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -65,3 +65,31 @@ def render_record(rec: Any, text_field: str = "text") -> Rendered:
                         messages=[{"role": m["role"], "content": m["content"]} for m in msgs])
     raise ValueError(f"no '{text_field}', 'prompt'+'response' or 'messages' field "
                      f"(keys: {', '.join(sorted(rec)) or 'none'})")
+
+
+def read_prompt_file(path) -> list[str]:
+    """Prompts from a JSONL file, one ``{"prompt": "..."}`` object per line (blank lines skipped),
+    for ``generate --prompts`` and the on-policy phase (``run --prompts``). A missing file or a bad
+    line is a ``UserError`` naming the file and line."""
+    import json
+    from pathlib import Path
+
+    from ufarsap_engine.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"prompts file {path} does not exist; give a JSONL file with one {{\"prompt\": ...}} per line")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"]:
+            raise UserError(f"{path}:{n}: needs a non-empty string field 'prompt'")
+        out.append(rec["prompt"])
+    if not out:
+        raise UserError(f"prompts file {path} holds no prompts")
+    return out

@@ -46,6 +46,7 @@ class RunProgress:
         self.bar = None
         self.t0 = time.perf_counter()
         self.first: tuple[int, float] | None = None
+        self.own_flagged: float | None = None  # the latest on-policy phase's flagged share of the model's samples
 
     def __enter__(self) -> "RunProgress":
         if self.enabled and self.console.is_terminal:
@@ -62,7 +63,11 @@ class RunProgress:
     def update(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        if isinstance(metrics.get("onpolicy/flagged_rate"), (int, float)):
+            self.own_flagged = metrics["onpolicy/flagged_rate"]
         info = describe(metrics)
+        if self.own_flagged is not None:
+            info += f"  own samples flagged {self.own_flagged:.1%}"
         if self.bar is not None:
             self.bar.update(self.task, completed=step, info=info)
             return

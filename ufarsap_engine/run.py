@@ -133,6 +133,7 @@ def prepare(cfg: RunConfig) -> PreparedRun:
             from ufarsap_engine.trainer.data import split_holdout
             samples = [make_sample(str(d.doc_id), d.text) for d in split_holdout(trainer[2])[1]]
         annotations = annotation_spec(cfg, host, plugin_params) if trainer else None
+        check_onpolicy(cfg, host, trainer)
     except BaseException:
         registry.close()
         raise
@@ -141,6 +142,31 @@ def prepare(cfg: RunConfig) -> PreparedRun:
 
 
 ANNOTATIONS = "annotations"
+
+
+def check_onpolicy(cfg: RunConfig, host: PluginHost, trainer: tuple | None) -> None:
+    """What the on-policy phase needs, checked before anything is written: a model, a plugin
+    that judges at the immediate horizon, room in the sequence, a readable prompt file."""
+    op = cfg.onpolicy
+    if not op.every:
+        if op.prompts_file:
+            raise UserError("--prompts feeds the on-policy phase, which is off; turn it on with "
+                            "--set onpolicy.every=N (steps between phases)")
+        return
+    if trainer is None:
+        raise UserError("the on-policy phase samples from the model; it needs training (drop --no-train "
+                        "or set onpolicy.every=0)")
+    judges = [n for n, i in host.info.items() if any(i.serves(s, "immediate") for s in i.scales)]
+    if not judges:
+        raise UserError("the on-policy phase needs a selected plugin that scores at the immediate horizon; "
+                        f"none of {', '.join(host.names) or '(no plugins)'} does (try --plugins safety.toxicity)")
+    seq = trainer[0].seq_length
+    if op.prompt_tokens + op.new_tokens > seq:
+        raise UserError(f"onpolicy.prompt_tokens + onpolicy.new_tokens = {op.prompt_tokens + op.new_tokens} "
+                        f"exceeds the model's sequence length {seq}; lower them")
+    if op.prompts_file:
+        from ufarsap_engine.documents import read_prompt_file
+        read_prompt_file(op.prompts_file)
 
 
 def annotation_spec(cfg: RunConfig, host: PluginHost, plugin_params: dict) -> dict | None:
@@ -326,12 +352,14 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
             "tokens_per_s": (training or {}).get("tokens_per_s"),
             "plugin_scores": _run_means(out_dir / "metrics.jsonl", ("score.", "flagged.")),
             "data_family": prepared.data_family_summary,
+            "onpolicy": (training or {}).get("onpolicy"),
         }
         if stopped is not None:
             summary["interrupted"] = {"signal": stopped.signal_name, **stopped.record()}
         write_summary(out_dir, summary)
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         scores.update({f"quarantined.{name}": 1.0 for name in summary["quarantined"]})
+        scores.update({f"onpolicy.{k}": v for k, v in (summary["onpolicy"] or {}).items() if k.endswith("flagged_rate")})
         registry.close()
         unrecorded = record_run_end(registry.url, run_id, strategy_id, status, scores, cfg.steps,
                                     wait_s=cfg.registry_wait_s,
@@ -481,7 +509,7 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         train_cfg = train_cfg.model_copy(update={"progress": False})
         try:
             return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
-                                callbacks=[*runtime.callbacks, progress])
+                                callbacks=[*runtime.callbacks, progress], policy_phase=runtime.policy_phase)
         finally:
             runtime.stop_annotation(warn=False)
     spec = worker.RunSpec(

@@ -23,7 +23,7 @@ def env() -> dict[str, str]:
 
 
 def spec(path: Path, *, model: dict | None = None, train: dict, data: dict, callbacks=(), objective=None,
-         task: str = "train", generate: dict | None = None) -> Path:
+         task: str = "train", generate: dict | None = None, policy_phase=None) -> Path:
     """Write a RunSpec JSON (model defaults to the tiny preset)."""
     from ufarsap_engine.trainer.model_config import PRESETS
 
@@ -38,6 +38,8 @@ def spec(path: Path, *, model: dict | None = None, train: dict, data: dict, call
         body["objective"] = {"target": objective[0], "kwargs": objective[1]}
     if generate:
         body["generate"] = generate
+    if policy_phase:
+        body["policy_phase"] = {"target": policy_phase[0], "kwargs": policy_phase[1]}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=1))

@@ -91,6 +91,15 @@ class AlignmentRuntime:
         self.annotations = annotations  # {"dir", "plugins", "annotate": bool, "data", "workers"} or None
         self.background = None
         self.objective = self._build_objective()
+        self.policy_phase = self._build_policy_phase()
+
+    def _build_policy_phase(self):
+        """The on-policy phase (``onpolicy.every > 0``): the model samples, the plugins judge."""
+        if not self.cfg.onpolicy.every:
+            return None
+        from ufarsap_engine.alignment.onpolicy import OnPolicyPhase
+        return OnPolicyPhase(self.cfg.onpolicy, self.host, self.cfg.objective.flag_threshold, self.cfg.seed,
+                             alignment_state=lambda: self.tracker.state)
 
     def _build_objective(self):
         if not self.host.names and not self.follow_registry:
@@ -214,6 +223,8 @@ class AlignmentRuntime:
         self.context = self.context.model_copy(update={"plugins": self.host.names, "strategy_id": strategy_id})
         if hasattr(self.objective, "set_host"):
             self.objective.set_host(self.host)
+        if self.policy_phase is not None:
+            self.policy_phase.host = self.host
 
     def _evolve_and_read_active_or_skip(self):
         """A registry outage skips this round's evolution and strategy check; training goes on."""

@@ -596,6 +596,9 @@ class Batch:
     label_char_end: torch.Tensor
     segments: list[list[Segment]]
     dataset: PackedDataset | None = None
+    #: ``[b]``: set on the on-policy phase's preference rows, whose loss is ``row_weight`` x
+    #: their token cross-entropy sum (see ``alignment/onpolicy.py``); None on training data.
+    row_weight: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -610,7 +613,8 @@ class Batch:
             kw[name] = getattr(self, name).to(device)
         return Batch(
             sample_positions=self.sample_positions, block_ids=self.block_ids,
-            segments=self.segments, dataset=self.dataset, **kw,
+            segments=self.segments, dataset=self.dataset,
+            row_weight=None if self.row_weight is None else self.row_weight.to(device), **kw,
         )
 
     def span_weights(self, row: int, doc_index: int, spans: Iterable, default: float = 0.0) -> torch.Tensor:

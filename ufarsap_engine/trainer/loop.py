@@ -71,6 +71,7 @@ class TrainState:
     extra_modules: list = field(default_factory=list)  # [(module, lr)]
     extra_optimizers: list = field(default_factory=list)
     callbacks: list = field(default_factory=list)
+    policy_phase: Any = None  # the on-policy phase (alignment/onpolicy.py), or None
     step: int = 0
 
 
@@ -109,8 +110,21 @@ def _loss_func(objective, mb: Batch, prepared: dict, output_tensor: torch.Tensor
     return loss_sum, num_tokens.to(torch.int).reshape(()), report
 
 
+def _row_weighted_loss_func(mb: Batch, output_tensor: torch.Tensor):
+    """Loss of the on-policy phase's preference rows: each row's weight x its token
+    cross-entropy sum. They add no tokens to the step's count and report nothing (the phase
+    logs its own metrics), so the step's ``loss`` and ``lm_loss`` stay those of the data."""
+    ce = output_tensor.float()
+    loss_sum = (ce * mb.loss_mask.float() * mb.row_weight.float().unsqueeze(1)).sum()
+    zero = torch.zeros(len(_RESERVED), dtype=torch.float32, device=ce.device)
+    return loss_sum, torch.zeros((), dtype=torch.int, device=ce.device), {"vector": zero, "names": _RESERVED}
+
+
 def _forward_step(state: TrainState, data_iterator, model):
     mb: Batch = next(data_iterator).to(state.info.device)
+    if mb.row_weight is not None:
+        output = model(mb.tokens, mb.position_ids, None, labels=mb.labels)
+        return output, partial(_row_weighted_loss_func, mb)
     with suspended():
         prepared = state.objective.prepare(mb)
     output = model(mb.tokens, mb.position_ids, None, labels=mb.labels)
@@ -212,6 +226,9 @@ def train_step(state: TrainState) -> dict[str, float]:
 
     t0 = time.perf_counter()
     microbatches = state.data.next_step()
+    extra, phase_metrics = [], {}
+    if state.policy_phase is not None:  # samples, judges and pairs before the step's update
+        extra, phase_metrics = state.policy_phase.before_step(state, microbatches)
     ddp = state.built.ddp
     ddp.zero_grad_buffer()
     state.optimizer.zero_grad()
@@ -221,14 +238,15 @@ def train_step(state: TrainState) -> dict[str, float]:
     fwd_bwd = get_forward_backward_func()
     store = fwd_bwd(
         forward_step_func=partial(_forward_step, state),
-        data_iterator=iter(microbatches),
+        data_iterator=iter(microbatches + extra),
         model=[ddp],
-        num_microbatches=len(microbatches),
+        num_microbatches=len(microbatches) + len(extra),
         seq_length=state.model_cfg.seq_length,
         micro_batch_size=state.train_cfg.micro_batch_size,
         forward_only=False,
     )
     metrics, stats = _reduce_metrics(state, store)
+    metrics.update(phase_metrics)
     with suspended():  # the objective's own small modules and bookkeeping: plain PyTorch
         step_metrics = getattr(state.objective, "step_metrics", None)
         if callable(step_metrics):  # values the same on every rank and microbatch: logged once, not reduced
@@ -280,6 +298,8 @@ def _cb_name(cb, i: int) -> str:
 def collect_extra_state(state: TrainState) -> dict:
     """JSON extra state from the objective and callbacks (``state_dict()`` where defined)."""
     extra: dict[str, Any] = {"callbacks": {}}
+    if state.policy_phase is not None:
+        extra["policy_phase"] = state.policy_phase.state_dict()
     sd = getattr(state.objective, "state_dict", None)
     if callable(sd) and not isinstance(state.objective, torch.nn.Module):
         extra["objective"] = sd()
@@ -291,6 +311,8 @@ def collect_extra_state(state: TrainState) -> dict:
 
 
 def restore_extra_state(state: TrainState, extra: dict) -> None:
+    if state.policy_phase is not None and "policy_phase" in extra:
+        state.policy_phase.load_state_dict(extra["policy_phase"])
     f = getattr(state.objective, "load_state_dict", None)
     if "objective" in extra and callable(f) and not isinstance(state.objective, torch.nn.Module):
         f(extra["objective"])
@@ -308,6 +330,7 @@ class _Progress:
         self.enabled = state.info.is_logging_rank and state.train_cfg.progress
         self.interval = state.train_cfg.log_interval
         self.total = total
+        self.flagged = None  # the latest on-policy flagged rate, shown once there is one
         self.bar = None
         if self.enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -322,7 +345,10 @@ class _Progress:
     def update(self, m: dict) -> None:
         if not self.enabled:
             return
+        self.flagged = m.get("onpolicy/flagged_rate", self.flagged)
         info = f"loss {m['loss']:.4f} lr {m['lr']:.2e} {m['tokens_per_s']:.0f} tok/s"
+        if self.flagged is not None:
+            info += f" flagged {self.flagged:.1%}"
         if self.bar is not None:
             self.bar.update(self.task, completed=m["step"], info=info)
         elif m["step"] % self.interval == 0 or m["step"] == self.total or m["step"] == 1:
@@ -427,6 +453,10 @@ def run_training(state: TrainState) -> dict:
         "out_dir": str(out),
         "metrics_file": str(metrics_path),
     }
+    flagged = [(h["step"], h["onpolicy/flagged_rate"]) for h in history if "onpolicy/flagged_rate" in h]
+    if flagged:  # the model's own samples, before the first and the last phase of this run
+        summary["onpolicy"] = {"phases": len(flagged), "first_flagged_rate": flagged[0][1],
+                               "last_flagged_rate": flagged[-1][1], "last_phase_step": flagged[-1][0] - 1}
     if stop_signal:
         summary.update(status="interrupted", interrupted_by=interrupt.Interrupted(stop_signal).signal_name)
     if rank0:

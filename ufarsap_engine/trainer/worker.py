@@ -112,7 +112,9 @@ class RunSpec(BaseModel):
     data: DataSpec = Field(default_factory=DataSpec)
     objective: ImportRef | None = None
     callbacks: list[ImportRef] = Field(default_factory=list)
-    runtime: ImportRef | None = Field(None, description="builds one object with .objective and .callbacks")
+    runtime: ImportRef | None = Field(None, description="builds one object with .objective and .callbacks "
+                                                        "(and .policy_phase, the on-policy phase, or None)")
+    policy_phase: ImportRef | None = Field(None, description="the on-policy phase, when no runtime brings one")
     generate: GenerateSpec | None = None
 
     @model_validator(mode="after")
@@ -203,7 +205,8 @@ def _dataset_for_rank(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec:
     return PackedDataset(docs, tok, model_cfg.seq_length, load_marks(data_spec.marks) if data_spec.marks else None)
 
 
-def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataSpec, objective=None, callbacks=None, info=None, docs=None):
+def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataSpec, objective=None, callbacks=None, info=None, docs=None,
+                policy_phase=None):
     """Build model, optimizer, scheduler, data and (if any) restore a checkpoint. Needs
     ``init_parallel`` to have run (pass its ``ParallelInfo``); ``docs``: already-read documents."""
     import torch
@@ -214,6 +217,8 @@ def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataS
     from .model import build_model, build_optimizer, build_scheduler
     from .objective import MLEObjective, extra_modules_of
 
+    if policy_phase is not None:
+        policy_phase.check(model_cfg.seq_length)
     ds = _dataset_for_rank(model_cfg, train_cfg, data_spec, docs)
     built = build_model(model_cfg, train_cfg)
     optimizer = build_optimizer(built, train_cfg)
@@ -227,7 +232,7 @@ def build_state(model_cfg: ModelConfig, train_cfg: TrainConfig, data_spec: DataS
     state = TrainState(
         model_cfg=model_cfg, train_cfg=train_cfg, info=info, built=built, optimizer=optimizer,
         scheduler=scheduler, data=data, objective=objective, extra_modules=extra,
-        extra_optimizers=extra_opts, callbacks=list(callbacks or []),
+        extra_optimizers=extra_opts, callbacks=list(callbacks or []), policy_phase=policy_phase,
     )
     latest = agree_resumable(train_cfg.out_path / "checkpoints") if train_cfg.resume else None
     if latest is not None:
@@ -243,6 +248,7 @@ def train(
     data_spec: DataSpec | None = None,
     objective=None,
     callbacks=None,
+    policy_phase=None,
 ) -> dict:
     """Train in this process (world size 1, or one rank of a torchrun world). Returns the
     summary dict. Resumes from ``OUT/checkpoints/latest`` when present (``train_cfg.resume``)."""
@@ -258,7 +264,7 @@ def train(
     info = None
     try:
         info = init_parallel(model_cfg, train_cfg)
-        state = build_state(model_cfg, train_cfg, data_spec, objective, callbacks, info, docs)
+        state = build_state(model_cfg, train_cfg, data_spec, objective, callbacks, info, docs, policy_phase)
         return run_training(state)
     finally:
         teardown_parallel(info)
@@ -334,11 +340,13 @@ def run_spec(spec: RunSpec) -> dict:
         return _run_generate(spec)
     objective = spec.objective.build() if spec.objective else None
     callbacks = []
+    policy_phase = spec.policy_phase.build() if spec.policy_phase else None
     if spec.runtime is not None:
         runtime = spec.runtime.build()
         objective, callbacks = runtime.objective, list(runtime.callbacks)
+        policy_phase = getattr(runtime, "policy_phase", None) or policy_phase
     callbacks += [c.build() for c in spec.callbacks]
-    return train(spec.model, spec.train, spec.data, objective, callbacks)
+    return train(spec.model, spec.train, spec.data, objective, callbacks, policy_phase)
 
 
 # --------------------------------------------------------------------------------------------
