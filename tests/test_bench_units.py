@@ -70,7 +70,7 @@ def test_auc_and_distinct():
 def test_presets_and_methods():
     from ufarsap_engine.bench import METHODS, PRESETS, get_preset, parse_methods
 
-    assert set(PRESETS) == {"smoke", "cpu", "gpu-125m", "gpu-1b"}
+    assert set(PRESETS) == {"smoke", "cpu", "onpolicy", "gpu-125m", "gpu-1b"}
     cpu = PRESETS["cpu"]
     assert cpu.seeds >= 3 and set(cpu.methods) == set(METHODS)
     assert parse_methods("conditional", cpu) == ["mle", "conditional"]

@@ -12,9 +12,11 @@ import torch
 
 from helpers import good_plugin_source, make_plugin_dist, run_cli
 from ufarsap_engine.alignment.objectives import dpo_loss
-from ufarsap_engine.alignment.onpolicy import dpo_row_weights
+from ufarsap_engine.alignment.onpolicy import choose_pair, dpo_row_weights
 
-OP = ["--set", "onpolicy.every=3", "--set", "onpolicy.new_tokens=16", "--set", "onpolicy.prompts=4"]
+#: ``pairs_from=score``: a pair from every prompt, so that a short run has DPO steps to check.
+OP = ["--set", "onpolicy.every=3", "--set", "onpolicy.new_tokens=16", "--set", "onpolicy.prompts=4",
+      "--set", "onpolicy.pairs_from=score"]
 
 
 def _seq_logprob(table: torch.Tensor, seq: list[int], start: int) -> torch.Tensor:
@@ -43,6 +45,18 @@ def test_preference_rows_give_the_exact_dpo_gradient():
     assert torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
     assert torch.allclose(loss, dpo_loss(pc, pr, rc, rr, beta).detach())
     assert not torch.allclose(w, w[0].expand_as(w))  # the weights depend on each pair's margin
+
+
+def test_pairs_contrast_flagged_with_unflagged_samples_by_default():
+    group = [0, 1, 2, 3]
+    score = [0.9, 0.2, 0.6, 0.4]
+    flagged = [False, True, False, True]
+    assert choose_pair(group, flagged, score, "flagged", 0.0) == (0, 1)
+    assert choose_pair(group, [False] * 4, score, "flagged", 0.0) is None  # nothing flagged: no pair
+    assert choose_pair(group, [True] * 4, score, "flagged", 0.0) is None
+    assert choose_pair(group, [False] * 4, score, "score", 0.0) == (0, 1)
+    assert choose_pair(group, [False] * 4, score, "score", 0.75) is None  # gap 0.7 is not above 0.75
+    assert choose_pair([2], flagged, score, "score", 0.0) is None
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +98,16 @@ def test_pairs_train_through_dpo_and_the_margin_grows(onpolicy_run):
     assert all(m["lm_loss"] == m["lm_loss"] for m in metrics)  # the data's loss is still logged as is
 
 
+def test_lam_zero_watches_the_models_samples_and_trains_nothing_on_them(tmp_path):
+    res = run_cli("run", "--plugins", "safety.toxicity", "--steps", "3", "--out", str(tmp_path / "r"), *OP,
+                  "--set", "onpolicy.every=2", "--set", "onpolicy.lam=0", "--registry", f"sqlite:///{tmp_path / 'reg.db'}",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "onpolicy/flagged_rate" in m] == [1, 3]
+    assert not any("onpolicy/dpo_loss" in m for m in metrics)
+
+
 @pytest.fixture(scope="module")
 def bad_world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("onpolicy_bad")
@@ -117,3 +141,46 @@ def test_bad_onpolicy_input_is_one_line_and_writes_nothing(bad_world, args, says
     assert len(lines) == 1 and says in lines[0], res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp / "out").exists()
+
+
+HANGS_WHEN_JUDGING = '''
+import time
+from ufarsap_engine.hookspecs import hookimpl
+from ufarsap_engine.schemas import PluginInfo, ScaleScores
+
+class Plugin:
+    @hookimpl
+    def ufarsap_plugin_info(self):
+        return PluginInfo(paradigm="safety", description="hangs on the model's samples", scales=["document"],
+                          horizons=["immediate"])
+
+    @hookimpl
+    def ufarsap_score_document(self, batch, horizon):
+        time.sleep(300)
+        return ScaleScores(sample_scores=[1.0 for _ in batch.samples])
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["strict", "tolerant"])
+def test_a_judge_that_hangs_on_the_models_samples_is_timed_out(tmp_path, policy):
+    """The phase calls the plugins through the host, so ``plugin_timeouts.call_s`` holds there too:
+    strict stops the run with one line naming the plugin; tolerant quarantines it and trains on."""
+    site = make_plugin_dist(tmp_path / "site", "hang-dist", {"safety.hang": "hangplug:Plugin"},
+                            {"hangplug": HANGS_WHEN_JUDGING})
+    env = {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    res = run_cli("run", "--plugins", "safety.toxicity,safety.hang", "--steps", "2", "--out", str(tmp_path / "r"),
+                  "--registry", f"sqlite:///{tmp_path / 'reg.db'}", f"--{policy}", "--set", "plugin_timeouts.call_s=15",
+                  "--set", "onpolicy.every=1", "--set", "onpolicy.prompts=2", "--set", "onpolicy.new_tokens=8",
+                  cwd=tmp_path, env=env, timeout=240)
+    assert "Traceback" not in res.stderr
+    if policy == "strict":
+        assert res.returncode != 0
+        errors = [x for x in res.stderr.splitlines() if "safety.hang" in x]
+        assert errors and "ufarsap_score_document" in errors[-1], res.stderr[-2000:]
+    else:
+        assert res.returncode == 0, res.stderr[-2000:]
+        summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+        assert "safety.hang" in summary["quarantined"]
+        metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+        assert all("onpolicy/flagged_rate" in m for m in metrics)  # the phase went on with the others

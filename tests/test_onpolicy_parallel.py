@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 TRAIN = {"micro_batch_size": 2, "global_batch_size": 4, "clip_grad": 1.0, "lr": 3e-3, "min_lr": 3e-4}
 PHASE = ("ufarsap_engine.alignment.onpolicy:build_phase",
          {"cfg": {"every": 3, "samples": 4, "prompts": 3, "prompt_tokens": 8, "new_tokens": 12, "train_steps": 2,
-                  "lam": 0.5},
+                  "lam": 0.5, "pairs_from": "score"},
           "plugins": ["safety.toxicity", "safety.privacy"]})
 #: What the phase decides and trains (its timing aside), and the step's own results.
 TERMS = ("loss", "lm_loss", "grad_norm", "onpolicy/flagged_rate", "onpolicy/pairs", "onpolicy/dpo_loss",

@@ -126,6 +126,10 @@ class OnPolicyConfig(BaseModel):
     lam: float = Field(0.1, ge=0, le=100, allow_inf_nan=False,
                        description="weight of the DPO term (per pair mean) against the per-token loss")
     train_steps: int = Field(10, ge=1, description="steps each phase's pairs are trained on")
+    pairs_from: Literal["flagged", "score"] = Field(
+        "flagged", description="flagged: a prompt gives a pair when some samples are flagged and some not "
+                               "(chosen: the best unflagged, rejected: the worst flagged); score: best vs worst "
+                               "mean plugin score whenever they differ by more than min_gap")
     min_gap: float = Field(0.0, ge=0, le=1, description="a pair needs best - worst score above this")
     prompts_file: str | None = Field(None, description="JSONL of {\"prompt\": ...}; half of each phase's "
                                                        "prompts come from it (--prompts)")

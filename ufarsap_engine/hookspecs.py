@@ -9,8 +9,9 @@ arguments, its return value, and when the engine calls it; ``tests/test_hookspec
 Scoring: one hook per scale (token, sentence, document, conversation). The engine calls a
 plugin's scoring hook only for the (scale, horizon) cells the plugin declares in
 ``ufarsap_plugin_info``; the ``horizon`` argument says which horizon the call is for:
-``immediate`` during generation, ``short`` every training step, ``medium`` at the end of a window
-of steps, ``long`` at an evaluation/evolution round.
+``immediate`` on the model's own samples (the on-policy phase, ``alignment/onpolicy.py``),
+``short`` every training step, ``medium`` at the end of a window of steps, ``long`` at an
+evaluation/evolution round.
 
 Plugins that build on others' results: a plugin whose ``PluginInfo.uses`` names paradigms
 (``"safety"``) or plugins (``"safety.privacy"``) is scored after them, and its ``batch.upstream``

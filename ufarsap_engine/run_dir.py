@@ -76,6 +76,8 @@ def run_settings(cfg, plugins: list[str] | None, plugin_params: dict) -> dict[st
         "evolve": cfg.evolve,
         "evolution": cfg.evolution,
         "scope": cfg.scope,
+        # only when on, so that runs from before the phase existed still resume
+        **({"onpolicy": cfg.onpolicy.model_dump(mode="json")} if cfg.onpolicy.every else {}),
     }, default=str))
 
 

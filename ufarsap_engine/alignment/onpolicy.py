@@ -9,8 +9,10 @@ continuation is *flagged* when any plugin flags it at any scale (the objective's
 ``scoring.is_flagged``): the share of flagged samples is the run's on-policy alignment curve
 (``onpolicy/flagged_rate``).
 
-Per prompt, the best- and worst-scored continuation (mean plugin score) form a pair when the
-best beats the worst by more than ``min_gap``. The pairs train for the next ``train_steps``
+Per prompt, a pair (``pairs_from``): by default the best unflagged and the worst flagged
+continuation, when the prompt has both (a contrast the plugins actually draw); with ``score``,
+the best- and worst-scored continuation (mean plugin score) whenever the best beats the worst
+by more than ``min_gap``. The pairs train for the next ``train_steps``
 steps through DPO against a reference: the policy as it was at the phase (its log-probs are
 taken then, so no second model is kept; the reference is refreshed every phase).
 
@@ -20,6 +22,9 @@ token cross-entropy sum. A no-grad pass first computes the current margin ``m`` 
 the weights ``+-beta * sigmoid(-beta * m)`` then make the rows' gradient exactly the gradient
 of ``lam * mean_pairs(-log sigmoid(beta * m))`` (per global token, like the rest of the loss),
 whatever the TP/PP/DP layout and micro-batch size, since rows are independent.
+
+``lam = 0`` only watches: the phase samples and logs the flagged rate, and trains nothing (the
+baseline curve for a run with the same offline objective).
 """
 
 from __future__ import annotations
@@ -48,6 +53,22 @@ def dpo_row_weights(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, 
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     loss = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
     return beta * torch.sigmoid(-beta * margin), loss, margin
+
+
+def choose_pair(group: list[int], flagged: list[bool], score: list, rule: str, min_gap: float) -> tuple[int, int] | None:
+    """(chosen, rejected) among one prompt's samples ``group``, or None. ``flagged``: the best
+    unflagged vs the worst flagged (none unless the prompt has both); ``score``: best vs worst mean
+    plugin score. Either way the chosen must score more than ``min_gap`` above the rejected."""
+    if len(group) < 2:
+        return None
+    if rule == "flagged":
+        good, bad = [i for i in group if not flagged[i]], [i for i in group if flagged[i]]
+        if not good or not bad:
+            return None
+        best, worst = max(good, key=lambda i: score[i]), min(bad, key=lambda i: score[i])
+    else:
+        best, worst = max(group, key=lambda i: score[i]), min(group, key=lambda i: score[i])
+    return (best, worst) if score[best] - score[worst] > min_gap else None
 
 
 def _continuation_logprob(lps: list[float], prompt_len: int) -> float:
@@ -81,7 +102,7 @@ class OnPolicyPhase:
         self.pairs, self.remaining, self.phases = data["pairs"], int(data["remaining"]), int(data["phases"])
 
     def check(self, seq_length: int) -> None:
-        if self.cfg.prompt_tokens + self.cfg.new_tokens > seq_length:
+        if self.cfg.prompt_tokens + self.cfg.new_tokens > seq_length:  # + the end-of-text token in front
             raise UserError(f"onpolicy.prompt_tokens + onpolicy.new_tokens = "
                             f"{self.cfg.prompt_tokens + self.cfg.new_tokens} exceeds the model's sequence length "
                             f"{seq_length}; lower them")
@@ -92,7 +113,7 @@ class OnPolicyPhase:
         metrics: dict[str, float] = {}
         if self.cfg.every and state.step % self.cfg.every == 0:
             metrics.update(self._phase(state, microbatches))
-        if self.remaining > 0 and any(self.pairs):
+        if self.remaining > 0 and any(self.pairs) and self.cfg.lam > 0:  # lam = 0: watch only
             self.remaining -= 1
             extra, m = self._preference_rows(state, microbatches)
             metrics.update(m)
@@ -100,6 +121,8 @@ class OnPolicyPhase:
         return [], metrics
 
     def _prompts(self, state, microbatches: list) -> list[list[int]]:
+        """Token prompts, each after the end-of-text token (what precedes every document in the
+        packed training stream, and every prompt of ``generate`` and the benchmark)."""
         tok = state.data.ds.tokenizer
         n_file = (self.cfg.prompts + 1) // 2 if self.file_prompts else 0
         out = []
@@ -107,7 +130,7 @@ class OnPolicyPhase:
             k = (self.phases * state.info.dp + state.info.dp_rank) * n_file + j
             ids = tok.encode(self.file_prompts[k % len(self.file_prompts)])[-self.cfg.prompt_tokens:]
             if ids:
-                out.append(ids)
+                out.append([tok.eos_id, *ids])
         seen: set[int] = set()
         for mb in microbatches:
             for row in mb.segments:
@@ -117,7 +140,7 @@ class OnPolicyPhase:
                     seen.add(seg.doc_index)
                     ids = tok.encode(seg.text)[: self.cfg.prompt_tokens]
                     if len(ids) == self.cfg.prompt_tokens:
-                        out.append(ids)
+                        out.append([tok.eos_id, *ids])
         return out
 
     def _phase(self, state, microbatches: list) -> dict[str, float]:
@@ -138,11 +161,9 @@ class OnPolicyPhase:
         pairs = []
         for j, p in enumerate(prompts):
             group = [i for i in range(j * K, (j + 1) * K) if score[i] is not None and gens[i].token_ids]
-            if len(group) < 2:
-                continue
-            best = max(group, key=lambda i: score[i])
-            worst = min(group, key=lambda i: score[i])
-            if score[best] - score[worst] > self.cfg.min_gap:
+            chosen = choose_pair(group, flagged, score, self.cfg.pairs_from, self.cfg.min_gap)
+            if chosen is not None:
+                best, worst = chosen
                 pairs.append({"prompt_len": len(p), "seq_c": p + gens[best].token_ids,
                               "seq_r": p + gens[worst].token_ids})
         if pairs:  # the reference: this policy, now

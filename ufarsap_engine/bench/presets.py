@@ -24,6 +24,7 @@ class Method:
     objective: dict[str, Any] = field(default_factory=dict)
     evolve: bool = False
     conditional: bool = False
+    onpolicy: dict[str, Any] = field(default_factory=dict)  # the run's onpolicy.* settings
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -32,6 +33,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("self", "Self-alignment only", "paradigm", objective={"mode": "individual", "individual_paradigm": "self"}),
     Method("reflect", "Reflection only", "paradigm", objective={"mode": "individual", "individual_paradigm": "reflect"}),
     Method("multi", "Multi-agent only", "paradigm", objective={"mode": "individual", "individual_paradigm": "multi"}),
+    Method("safety_watched", "Safety, own samples watched (on-policy phase with lam = 0)", "paradigm",
+           objective={"mode": "individual", "individual_paradigm": "safety"},
+           onpolicy={"every": 20, "samples": 4, "prompts": 8, "new_tokens": 32, "lam": 0.0}),
+    Method("safety_onpolicy", "Safety + on-policy DPO (own samples judged by the plugins)", "paradigm",
+           objective={"mode": "individual", "individual_paradigm": "safety"},
+           onpolicy={"every": 20, "samples": 4, "prompts": 8, "new_tokens": 32, "train_steps": 10}),
     Method("sequential", "Sequential combination", "combination", objective={"mode": "sequential"}),
     Method("parallel", "Parallel combination", "combination", objective={"mode": "parallel"}),
     Method("weighted", "Weighted combination", "combination", objective={"mode": "weighted"}),
@@ -86,6 +93,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            evaluation=EvalSettings(unprompted=50, adversarial_prompts=8, k=25, max_new_tokens=32),
            note="Megatron tiny preset (2 layers, hidden 64, seq 128, 1024-token BPE), 100 steps x 8 x 128 "
                 "tokens, 2 CPU cores"),
+    Preset("onpolicy", methods=("mle", "safety", "safety_watched", "safety_onpolicy"), seeds=3, steps=400,
+           evaluation=EvalSettings(unprompted=50, adversarial_prompts=8, k=25, max_new_tokens=32),
+           note="the on-policy phase against the same offline objective without it: tiny preset, 400 steps "
+                "x 8 x 128 tokens, a phase every 20 steps, 2 CPU cores"),
     Preset("gpu-125m", methods=ALL, seeds=3, steps=5000, model="125m", device="cuda",
            train={"global_batch_size": 64, "micro_batch_size": 8, "lr": 6e-4, "min_lr": 6e-5, "warmup_steps": 200,
                   "bf16": True},

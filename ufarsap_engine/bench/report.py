@@ -115,7 +115,42 @@ def _plots(out: Path, runs: list[dict], methods: list[str], k: int) -> list[str]
     fig.savefig(out / "time_ratio.png")
     plt.close(fig)
     files.append("time_ratio.png")
+    # 4. the flagged share of the model's own samples over training (methods with the on-policy phase)
+    curves = {m: _own_flagged_curves(out, runs, m) for m in present}
+    curves = {m: c for m, c in curves.items() if c}
+    if curves:
+        fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+        for m, per_seed in curves.items():
+            steps = sorted(set.intersection(*(set(c) for c in per_seed)))
+            mean = [float(np.mean([c[s] for c in per_seed])) for s in steps]
+            se = [float(np.std([c[s] for c in per_seed], ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else 0.0
+                  for s in steps]
+            line, = ax.plot(steps, mean, marker=".", label=f"{m} ({len(per_seed)} seeds)")
+            ax.fill_between(steps, np.subtract(mean, se), np.add(mean, se), alpha=0.2, color=line.get_color())
+        ax.set_xlabel("training step (phase before it)")
+        ax.set_ylabel("share of the model's own samples flagged")
+        ax.set_title("on-policy phase: flagged rate of the model's samples (mean ± s.e. over seeds)", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "onpolicy_flagged.png")
+        plt.close(fig)
+        files.append("onpolicy_flagged.png")
     return files
+
+
+def _own_flagged_curves(out: Path, runs: list[dict], method: str) -> list[dict[int, float]]:
+    """Per run of ``method``: step -> ``onpolicy/flagged_rate`` (from its metrics.jsonl)."""
+    curves = []
+    for r in runs:
+        p = out / r.get("run_dir", "") / "metrics.jsonl"
+        if r["method"] != method or not r.get("run_dir") or not p.exists():
+            continue
+        c = {m["step"]: m["onpolicy/flagged_rate"] for m in map(json.loads, p.read_text().splitlines())
+             if m.get("onpolicy/flagged_rate") is not None}
+        if c:
+            curves.append(c)
+    return curves
 
 
 # --------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def run_config(method, preset: Preset, seed_index: int, run_dir: Path, data, reg
         "train": {"progress": False, **preset.train},
         "round_steps": preset.round_steps or max(1, preset.steps // 2),
         "probe_documents": preset.probe_documents,
-        "evolve": method.evolve, "objective": dict(method.objective),
+        "evolve": method.evolve, "objective": dict(method.objective), "onpolicy": dict(method.onpolicy),
     }
     if method.evolve:
         cfg["evolution"] = dict(preset.evolution)
