@@ -81,3 +81,22 @@ def test_sigkill_between_phases_then_resume_continues_exactly(base):
     assert [m["step"] for m in resumed] == list(range(1, 9))
     for k in TERMS:
         assert [m.get(k) for m in resumed] == [m.get(k) for m in ref], k  # bit for bit
+
+
+def test_dp2_phase_runs_and_its_checkpoint_holds_both_ranks_pairs(base):
+    """At DP=2 each rank samples from its own documents (so the terms differ from DP=1's); the
+    phase's samples and pairs add up over both ranks, and a checkpoint holds both ranks' pairs."""
+    import json
+
+    root = base["root"]
+    out = root / "dp2"
+    spec = run.spec(root / "dp2.json", train={**base["train"], "steps": 5, "out_dir": str(out)},
+                    data=base["data"], policy_phase=PHASE)
+    assert run.run_torchrun(spec, nproc=2, timeout=400) == 0
+    got = run.metrics(out)
+    phases = [m for m in got if "onpolicy/flagged_rate" in m]
+    assert [m["step"] for m in phases] == [1, 4]
+    assert all(m["onpolicy/samples"] == 2 * 3 * 4 for m in phases)  # 2 ranks x 3 prompts x K=4
+    state = json.loads((out / "checkpoints" / "iter_0000004" / "engine_state.json").read_text())
+    pairs = state["extra_state"]["policy_phase"]["pairs"]
+    assert len(pairs) == 2 and all(pairs)
