@@ -160,10 +160,8 @@ def check_onpolicy(cfg: RunConfig, host: PluginHost, trainer: tuple | None) -> N
     if not judges:
         raise UserError("the on-policy phase needs a selected plugin that scores at the immediate horizon; "
                         f"none of {', '.join(host.names) or '(no plugins)'} does (try --plugins safety.toxicity)")
-    seq = trainer[0].seq_length
-    if op.prompt_tokens + op.new_tokens > seq:
-        raise UserError(f"onpolicy.prompt_tokens + onpolicy.new_tokens = {op.prompt_tokens + op.new_tokens} "
-                        f"exceeds the model's sequence length {seq}; lower them")
+    from ufarsap_engine.alignment.onpolicy import check_room
+    check_room(op, trainer[0].seq_length)
     if op.prompts_file:
         from ufarsap_engine.documents import read_prompt_file
         read_prompt_file(op.prompts_file)

@@ -30,6 +30,7 @@ baseline curve for a run with the same offline objective).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
@@ -53,6 +54,13 @@ def dpo_row_weights(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, 
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     loss = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
     return beta * torch.sigmoid(-beta * margin), loss, margin
+
+
+def check_room(cfg: OnPolicyConfig, seq_length: int) -> None:
+    """A prompt and its continuation (after the end-of-text token) must fit one training row."""
+    if cfg.prompt_tokens + cfg.new_tokens > seq_length:
+        raise UserError(f"onpolicy.prompt_tokens + onpolicy.new_tokens = {cfg.prompt_tokens + cfg.new_tokens} "
+                        f"exceeds the model's sequence length {seq_length}; lower them")
 
 
 def choose_pair(group: list[int], flagged: list[bool], score: list, rule: str, min_gap: float) -> tuple[int, int] | None:
@@ -102,10 +110,7 @@ class OnPolicyPhase:
         self.pairs, self.remaining, self.phases = data["pairs"], int(data["remaining"]), int(data["phases"])
 
     def check(self, seq_length: int) -> None:
-        if self.cfg.prompt_tokens + self.cfg.new_tokens > seq_length:  # + the end-of-text token in front
-            raise UserError(f"onpolicy.prompt_tokens + onpolicy.new_tokens = "
-                            f"{self.cfg.prompt_tokens + self.cfg.new_tokens} exceeds the model's sequence length "
-                            f"{seq_length}; lower them")
+        check_room(self.cfg, seq_length)
 
     # -- one step ------------------------------------------------------------------------------
     def before_step(self, state, microbatches: list) -> tuple[list, dict[str, float]]:
@@ -144,8 +149,6 @@ class OnPolicyPhase:
         return out
 
     def _phase(self, state, microbatches: list) -> dict[str, float]:
-        import time
-
         from ufarsap_engine.trainer.generate import SamplingParams, generate, sequence_logprobs
 
         t0 = time.perf_counter()
