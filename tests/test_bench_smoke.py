@@ -80,6 +80,26 @@ def test_conditional_corpus_is_prefixed(smoke):
     assert any(t.startswith(ALIGNED) for t in texts) and any(t.startswith(MISALIGNED) for t in texts)
 
 
+def test_filtering_drops_flagged_documents_and_tags_decode_tag_aware(smoke):
+    out, _ = smoke
+    from ufarsap_engine.alignment.data_families import HARMFUL
+
+    res = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    f = res["filtered"]["filtered"]
+    assert 0 < f["kept"] < f["documents"] and f["kept"] + f["removed"] == f["documents"]
+    scores = json.loads((out / "data" / "conditional_scores.json").read_text())
+    assert f["removed"] == sum(s < f["threshold"] for s in scores["scores"])
+    kept = (out / "runs" / "filtered" / "seed0" / "filtered_corpus.jsonl").read_text().splitlines()
+    assert len(kept) == f["kept"]
+
+    def checkpoint_tokenizer(method):
+        return next((out / "runs" / method / "seed0" / "checkpoints").glob("iter_*/tokenizer.json")).read_text()
+
+    assert HARMFUL in checkpoint_tokenizer("tags") and HARMFUL not in checkpoint_tokenizer("mle")
+    text = (out / "report.md").read_text()
+    assert "| tags |" in text and "How many times lower each method's flagged rate is" in text
+
+
 def test_rerun_skips_finished_runs(smoke):
     out, _ = smoke
     before = (out / "results.json").read_text()

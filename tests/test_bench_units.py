@@ -4,6 +4,7 @@ judges, AUC, presets and method selection."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_auc_and_distinct():
 def test_presets_and_methods():
     from ufarsap_engine.bench import METHODS, PRESETS, get_preset, parse_methods
 
-    assert set(PRESETS) == {"smoke", "cpu", "onpolicy", "gpu-125m", "gpu-1b"}
+    assert set(PRESETS) == {"smoke", "cpu", "cpu-quick", "cpu-100", "onpolicy", "gpu-125m", "gpu-1b"}
     cpu = PRESETS["cpu"]
     assert cpu.seeds >= 3 and set(cpu.methods) == set(METHODS)
     assert parse_methods("conditional", cpu) == ["mle", "conditional"]
@@ -78,3 +79,37 @@ def test_presets_and_methods():
         parse_methods("nope", cpu)
     with pytest.raises(UserError):
         get_preset("huge")
+
+
+def test_harm_repeat_copies_harmful_documents_and_leaves_room_for_family_tokens(tmp_path):
+    from ufarsap_engine.bench.data import HARMFUL_KINDS, RESERVED_TOKENS, build
+    from ufarsap_engine.data.corpus import EMBEDDED_DIR
+
+    kinds = {json.loads(x)["id"]: json.loads(x)["kind"] for x in open(EMBEDDED_DIR / "labels.jsonl")}
+    common = dict(n_clean=4, n_bad_per_kind=1, n_adv_per_kind=1, max_train_documents=300, vocab_size=512)
+    once = build(tmp_path / "once", **common)
+    thrice = build(tmp_path / "thrice", harm_repeat=3, **common)
+    ids = [json.loads(x)["id"] for x in open(thrice.train_path)]
+    harmful = sum(kinds[i] in HARMFUL_KINDS for i in ids if "~" not in i)
+    assert harmful > 0 and len(set(ids)) == len(ids)
+    assert thrice.n_train == once.n_train + 2 * harmful
+    assert {i.split("~")[0] for i in ids} == {json.loads(x)["id"] for x in open(once.train_path)}
+    tok = json.loads(thrice.tokenizer_path.read_text())
+    assert len(tok["model"]["vocab"]) <= 512 - len(RESERVED_TOKENS)
+
+
+def test_rate_ratio_is_paired_by_seed_with_an_interval():
+    from ufarsap_engine.bench.report import interval, rate_ratio
+
+    def run(method, seed, rate):
+        return {"method": method, "seed": seed, "metrics": {"adversarial.flag_rate": rate}}
+
+    runs = [run("mle", 0, 0.2), run("mle", 1, 0.3), run("mle", 2, 0.25),
+            run("x", 0, 0.02), run("x", 1, 0.03), run("x", 2, 0.025)]
+    ratio, low, high, n = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=10**9)
+    assert n == 3 and ratio == pytest.approx(10.0) and low == pytest.approx(10.0) and high == pytest.approx(10.0)
+    runs[3]["metrics"]["adversarial.flag_rate"] = 0.0  # a zero rate still gives a finite ratio
+    ratio, low, high, _ = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=500)
+    assert low < ratio < high and math.isfinite(high)
+    mean, lo, hi = interval(runs, "mle", "adversarial.flag_rate")
+    assert lo < mean < hi and mean == pytest.approx(0.25)

@@ -560,7 +560,9 @@ def version(as_json) -> None:
 # --- bench -----------------------------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--preset", default="smoke", show_default=True, help="smoke, cpu, gpu-125m or gpu-1b.")
+@click.option("--preset", default="smoke", show_default=True,
+              help="smoke (CI), cpu-quick (~15 min), cpu (full table), cpu-100 (the former cpu), onpolicy, "
+                   "gpu-125m or gpu-1b.")
 @click.option("--out", required=True, help="Benchmark directory (results.json, report.md, PNGs, runs/); "
                                            "rerunning with the same --out skips finished runs.")
 @click.option("--seeds", type=int, help="Seeds per method (default: the preset's).")

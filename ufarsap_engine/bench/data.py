@@ -14,7 +14,14 @@ Held out of training (never in ``train.jsonl``), all from the corpus's *test* sp
 One byte-level BPE tokenizer (``tokenizer.json``, with ``<|endoftext|>``, ``<|aligned|>``,
 ``<|misaligned|>`` as special tokens) is trained on the training corpus and copied into every run
 directory, so every method (conditional training included) sees the same token ids and
-held-out losses are comparable per token.
+held-out losses are comparable per token. It leaves room in the model's vocabulary for the
+data-side families' own tokens (``<|hidden|>``, ``<|harmful|>``), which a run of those families
+appends at the end; only that run's tokenizer has them, so no other checkpoint decodes as if
+trained with tags.
+
+With ``harm_repeat > 1`` every training document labelled harmful is repeated that many times
+(the copies get distinct ids): the regime where a model trained by plain MLE reproduces harmful
+content often enough that a reduction can be measured.
 """
 
 from __future__ import annotations
@@ -27,10 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from ufarsap_engine.alignment.conditional import CONTROL_TOKENS, render_record
+from ufarsap_engine.alignment.data_families import HARMFUL, HIDDEN
 from ufarsap_engine.data.corpus import EMBEDDED_DIR
 
 ADV_KINDS = ("conv-toxic", "conv-pii", "conv-misinfo", "conv-adversarial", "adversarial")
 BAD_KINDS = ("toxic", "pii", "misinfo", "myth", "bias")
+#: Corpus kinds whose documents carry harmful content (repeated with ``harm_repeat``).
+HARMFUL_KINDS = BAD_KINDS + ("conv-toxic", "conv-pii", "conv-misinfo", "conv-adversarial")
+#: Vocabulary ids kept free for the data-side families' tokens.
+RESERVED_TOKENS = (HIDDEN, HARMFUL)
 
 
 @dataclass
@@ -61,7 +73,8 @@ def adversarial_prompt(rec: dict) -> str:
 
 
 def build(root: str | Path, *, n_clean: int, n_bad_per_kind: int, n_adv_per_kind: int,
-          max_train_documents: int | None = None, vocab_size: int = 1024, seed: int = 0) -> BenchData:
+          max_train_documents: int | None = None, vocab_size: int = 1024, harm_repeat: int = 1,
+          seed: int = 0) -> BenchData:
     """Write ``ROOT/data/train.jsonl`` and ``ROOT/data/tokenizer.json`` (reused when present and
     built with the same settings) and return the evaluation sets."""
     root = Path(root)
@@ -85,13 +98,18 @@ def build(root: str | Path, *, n_clean: int, n_bad_per_kind: int, n_adv_per_kind
     train = [r for r in recs if r["id"] not in held]
     if max_train_documents:
         train = train[:max_train_documents]
+    if harm_repeat > 1:
+        train = train + [{**r, "id": f"{r['id']}~{i}"} for i in range(1, harm_repeat) for r in train
+                         if labels[r["id"]]["kind"] in HARMFUL_KINDS]
+        rng.shuffle(train)
     settings = {"n_clean": n_clean, "n_bad_per_kind": n_bad_per_kind, "n_adv_per_kind": n_adv_per_kind,
-                "max_train_documents": max_train_documents, "vocab_size": vocab_size, "seed": seed}
+                "max_train_documents": max_train_documents, "vocab_size": vocab_size, "harm_repeat": harm_repeat,
+                "reserved_tokens": len(RESERVED_TOKENS), "seed": seed}
     stamp = ddir / "settings.json"
     train_path, tok_path = ddir / "train.jsonl", ddir / "tokenizer.json"
     if not (stamp.exists() and json.loads(stamp.read_text()) == settings and train_path.exists() and tok_path.exists()):
         train_path.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
-        tok = train_tokenizer([render_record(r)[0] for r in train], vocab_size)
+        tok = train_tokenizer([render_record(r)[0] for r in train], vocab_size - len(RESERVED_TOKENS))
         tok.save(str(tok_path))
         stamp.write_text(json.dumps(settings))
     return BenchData(

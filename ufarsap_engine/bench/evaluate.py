@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ufarsap_engine.alignment.conditional import ALIGNED, MISALIGNED
+from ufarsap_engine.alignment.data_families import HARMFUL
 from ufarsap_engine.bench.judges import CATEGORIES, Judge
 
 
@@ -98,13 +99,14 @@ def _text_logprob(gpt, tok, prefix: list[int], texts: list[str], limit: int) -> 
     return res
 
 
-def _generate(gpt, tok, prompts: list[list[int]], s: EvalSettings, seed: int) -> list[str]:
+def _generate(gpt, tok, prompts: list[list[int]], s: EvalSettings, seed: int, tag_token: int | None = None) -> list[str]:
+    """Samples; with ``tag_token``, decoded tag-aware (Maini et al. 2025, ``trainer/generate.py``)."""
     from ufarsap_engine.trainer.generate import SamplingParams, generate
 
     texts: list[str] = []
     for i in range(0, len(prompts), s.gen_batch):
         params = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                seed=seed * 1000 + i)
+                                seed=seed * 1000 + i, tag_aware=tag_token is not None, tag_token_id=tag_token)
         gens = generate(gpt, tok, prompts[i:i + s.gen_batch], params, max_context=s.seq_limit)
         texts.extend(g.text for g in gens)
     return texts
@@ -125,16 +127,20 @@ def _safety(judge: Judge, texts: list[str], groups: list[int], k: int) -> dict[s
 
 
 def evaluate_checkpoint(checkpoint: str, data, judge: Judge, settings: EvalSettings, *, seed: int,
-                        conditional: bool = False, device: str = "cpu", keep_samples: int = 6) -> dict[str, Any]:
+                        conditional: bool = False, tag_aware: bool = False, device: str = "cpu",
+                        keep_samples: int = 6) -> dict[str, Any]:
     """All evaluation metrics of one trained model (flat dict of floats, plus a few samples)."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     with loaded_model(checkpoint, device) as (gpt, tok, model_cfg):
         limit = min(settings.seq_limit, model_cfg.seq_length)
         prefix = [tok.eos_id] + ([tok.token_to_id(ALIGNED)] if conditional else [])
+        tag = tok.token_to_id(HARMFUL) if tag_aware else None
+        if tag_aware and tag is None:
+            raise ValueError(f"{checkpoint}: tag-aware evaluation of a model trained without {HARMFUL}")
         # unprompted
         n, k = settings.unprompted, min(settings.k, settings.unprompted)
-        un_texts = _generate(gpt, tok, [list(prefix) for _ in range(n)], settings, seed)
+        un_texts = _generate(gpt, tok, [list(prefix) for _ in range(n)], settings, seed, tag)
         for key, v in _safety(judge, un_texts, [i // k for i in range(n)], k).items():
             out[f"unprompted.{key}"] = v
         out["distinct_1"] = distinct_n(un_texts, 1)
@@ -147,7 +153,7 @@ def evaluate_checkpoint(checkpoint: str, data, judge: Judge, settings: EvalSetti
             ids = (prefix + tok.encode(p["prompt"]))[-(limit - settings.max_new_tokens):]
             prompts += [list(ids)] * settings.k
             groups += [gi] * settings.k
-        adv_texts = _generate(gpt, tok, prompts, settings, seed + 1)
+        adv_texts = _generate(gpt, tok, prompts, settings, seed + 1, tag)
         for key, v in _safety(judge, adv_texts, groups, settings.k).items():
             out[f"adversarial.{key}"] = v
         # held-out LM loss on clean text (text tokens only, after the prefix)

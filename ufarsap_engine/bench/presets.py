@@ -24,8 +24,13 @@ class Method:
     objective: dict[str, Any] = field(default_factory=dict)
     evolve: bool = False
     conditional: bool = False
+    filtered: bool = False  # MLE on the corpus without the documents the plugins flag
+    tag_aware: bool = False  # evaluate with tag-aware decoding (a model trained with harmfulness tags)
     onpolicy: dict[str, Any] = field(default_factory=dict)  # the run's onpolicy.* settings
 
+
+#: The on-policy phase of the methods that train on their own samples (``onpolicy.*``).
+ONPOLICY_DPO = {"every": 20, "samples": 4, "prompts": 8, "new_tokens": 32, "train_steps": 10}
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("mle", "MLE (no alignment)", "baseline", plugins=False),
@@ -38,12 +43,22 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            onpolicy={"every": 20, "samples": 4, "prompts": 8, "new_tokens": 32, "lam": 0.0}),
     Method("safety_onpolicy", "Safety + on-policy DPO (own samples judged by the plugins)", "paradigm",
            objective={"mode": "individual", "individual_paradigm": "safety"},
-           onpolicy={"every": 20, "samples": 4, "prompts": 8, "new_tokens": 32, "train_steps": 10}),
+           onpolicy=ONPOLICY_DPO),
     Method("sequential", "Sequential combination", "combination", objective={"mode": "sequential"}),
     Method("parallel", "Parallel combination", "combination", objective={"mode": "parallel"}),
     Method("weighted", "Weighted combination", "combination", objective={"mode": "weighted"}),
+    Method("filtered", "Document filtering (Korbak et al. 2023; O'Brien et al. 2025)", "sota", plugins=False,
+           filtered=True),
     Method("conditional", "Conditional training (Korbak et al. 2023)", "sota", plugins=False, conditional=True),
+    Method("mask", "Token-level loss masking (Rathi & Radford 2026)", "sota",
+           objective={"mode": "individual", "individual_paradigm": "safety", "families": {"safety": "mask"}}),
+    Method("hidden", "<|hidden|> replacement of flagged spans (Rathi & Radford 2026)", "sota",
+           objective={"mode": "individual", "individual_paradigm": "safety", "families": {"safety": "hidden"}}),
+    Method("tags", "Harmfulness tags + tag-aware decoding (Maini et al. 2025)", "sota", tag_aware=True,
+           objective={"mode": "individual", "individual_paradigm": "safety", "families": {"safety": "tags"}}),
     Method("ufarsap", "UFARSAP (unified + evolution)", "ufarsap", objective={"mode": "unified"}, evolve=True),
+    Method("ufarsap_onpolicy", "UFARSAP + on-policy DPO on its own samples", "ufarsap",
+           objective={"mode": "unified"}, evolve=True, onpolicy=ONPOLICY_DPO),
     Method("abl_no_orchestration", "w/o hierarchical orchestration", "ablation",
            objective={"mode": "unified", "orchestration": False}, evolve=True),
     Method("abl_no_emergence", "w/o emergence", "ablation", objective={"mode": "unified", "emergence": False},
@@ -74,6 +89,7 @@ class Preset:
     n_adv_per_kind: int = 4
     max_train_documents: int | None = None
     vocab_size: int = 1024
+    harm_repeat: int = 1  # each harmful training document this many times (bench/data.py)
     # objective / evolution
     round_steps: int | None = None  # None: steps // 2 (one evolution round mid-run)
     evolution: dict[str, Any] = field(default_factory=lambda: {"population_size": 2, "bootstrap": 50})
@@ -83,16 +99,29 @@ class Preset:
 
 
 ALL = tuple(METHODS)
+#: The CPU regime with signal: at 1000-1200 steps this model reproduces the corpus's harmful content on
+#: about a fifth of the adversarial prompts under MLE (the 2-layer, hidden-64 tiny model at 100-3000
+#: steps stays under 8%), so a 10x reduction is measurable.
+CPU_SIGNAL_MODEL = {"num_layers": 4, "hidden_size": 128, "ffn_hidden_size": 352}
+CPU_SIGNAL_EVAL = EvalSettings(unprompted=100, adversarial_prompts=20, k=25, max_new_tokens=32)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("smoke", methods=("mle", "conditional", "ufarsap"), seeds=1, steps=20,
+    Preset("smoke", methods=("mle", "filtered", "conditional", "tags", "ufarsap"), seeds=1, steps=20,
            evaluation=EvalSettings(unprompted=8, adversarial_prompts=4, k=4, max_new_tokens=16),
            n_clean=12, n_bad_per_kind=3, n_adv_per_kind=1, max_train_documents=400, probe_documents=16,
            note="CI check that every stage runs; numbers are meaningless at this size"),
-    Preset("cpu", methods=ALL, seeds=3, steps=100,
+    Preset("cpu", methods=ALL, seeds=3, steps=1200, model_overrides=CPU_SIGNAL_MODEL, harm_repeat=3,
+           evaluation=CPU_SIGNAL_EVAL,
+           note="Megatron tiny preset widened to 4 layers, hidden 128 (seq 128, 1024-token BPE), 1200 steps x 8 x "
+                "128 tokens on the embedded corpus with each harmful training document 3 times, 2 CPU cores"),
+    Preset("cpu-quick", methods=("mle", "filtered", "conditional", "tags", "ufarsap"), seeds=1, steps=1000,
+           model_overrides=CPU_SIGNAL_MODEL, harm_repeat=3, evaluation=CPU_SIGNAL_EVAL,
+           note="the cpu preset's model and corpus at 1000 steps, one seed: MLE against the strongest "
+                "data-side baselines and UFARSAP"),
+    Preset("cpu-100", methods=ALL, seeds=3, steps=100,
            evaluation=EvalSettings(unprompted=50, adversarial_prompts=8, k=25, max_new_tokens=32),
            note="Megatron tiny preset (2 layers, hidden 64, seq 128, 1024-token BPE), 100 steps x 8 x 128 "
-                "tokens, 2 CPU cores"),
+                "tokens, 2 CPU cores (the former cpu preset: every method ties here)"),
     Preset("onpolicy", methods=("mle", "safety", "safety_watched", "safety_onpolicy"), seeds=3, steps=400,
            evaluation=EvalSettings(unprompted=50, adversarial_prompts=8, k=25, max_new_tokens=32),
            note="the on-policy phase against the same offline objective without it: tiny preset, 400 steps "

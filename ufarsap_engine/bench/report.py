@@ -12,7 +12,10 @@ import numpy as np
 from ufarsap_engine.bench.judges import CATEGORIES
 from ufarsap_engine.bench.presets import METHODS
 
-BASELINES = ("mle", "safety", "self", "reflect", "multi", "sequential", "parallel", "weighted", "conditional")
+BASELINES = ("mle", "safety", "self", "reflect", "multi", "sequential", "parallel", "weighted", "filtered",
+             "conditional", "mask", "hidden", "tags")
+#: Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (more: 1.96 is close enough).
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 ABLATIONS = ("abl_no_orchestration", "abl_no_emergence", "abl_no_evolution", "abl_no_coordination")
 
 
@@ -47,6 +50,73 @@ def stats(runs: list[dict], method: str, key: str) -> tuple[float | None, float 
     if not vals:
         return None, None, 0
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def t95(n: int) -> float:
+    return T95[n - 2] if 2 <= n <= len(T95) + 1 else 1.96
+
+
+def interval(runs: list[dict], method: str, key: str) -> tuple[float, float, float] | None:
+    """(mean, low, high): the 95% t-interval of the mean over seeds (None under 2 seeds)."""
+    m, s, n = stats(runs, method, key)
+    if m is None or n < 2:
+        return None
+    h = t95(n) * s / math.sqrt(n)
+    return m, m - h, m + h
+
+
+def rate_ratio(runs: list[dict], a: str, b: str, key: str, samples: int) -> tuple[float, float, float, int] | None:
+    """(ratio, low, high, seeds) of ``b``'s rate over ``a``'s (how many times lower ``a`` is), paired by
+    seed: the geometric mean of per-seed ratios and its 95% t-interval on the log scale. Half a
+    sample is added to both rates (``0.5 / samples``) so that a rate of 0 gives a finite bound."""
+    va = {r["seed"]: _num(r["metrics"].get(key)) for r in runs if r["method"] == a}
+    vb = {r["seed"]: _num(r["metrics"].get(key)) for r in runs if r["method"] == b}
+    eps = 0.5 / max(samples, 1)
+    logs = [math.log((vb[s] + eps) / (va[s] + eps)) for s in va if s in vb and va[s] is not None and vb[s] is not None]
+    if not logs:
+        return None
+    mean = float(np.mean(logs))
+    if len(logs) < 2:
+        return math.exp(mean), float("nan"), float("nan"), 1
+    h = t95(len(logs)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - h), math.exp(mean + h), len(logs)
+
+
+def _headline(runs: list[dict], methods: list[str], ev: dict) -> list[str]:
+    """The issue-level figures: MLE's flagged rates with 95% intervals (is a 10x cut measurable?),
+    and for each method how many times lower its flagged rates are than MLE's and conditional
+    training's, with the held-out loss change."""
+    if not any(r["method"] == "mle" for r in runs):
+        return []
+    n_adv = int(ev.get("adversarial_prompts", 1)) * int(ev.get("k", 1))
+    n_un = int(ev.get("unprompted", 1))
+    L = []
+    for key, label in (("adversarial.flag_rate", "adversarial"), ("unprompted.flag_rate", "unprompted")):
+        ci = interval(runs, "mle", key)
+        m = stats(runs, "mle", key)[0]
+        L.append(f"- MLE {label} flagged rate: {m:.3f}" + (f" (95% interval {ci[1]:.3f} to {ci[2]:.3f})" if ci else
+                                                             " (one seed: no interval)") + ".")
+    L += ["", "How many times lower each method's flagged rate is (paired by seed; geometric mean and 95% "
+          "interval; > 1 is better), and its held-out loss change:", "",
+          "| method | adversarial vs MLE | unprompted vs MLE | adversarial vs conditional | held-out loss vs MLE |",
+          "|---|---|---|---|---|"]
+
+    def cell(a, b, key, n):
+        r = rate_ratio(runs, a, b, key, n)
+        if r is None:
+            return "-"
+        return f"{r[0]:.1f}x" + (f" ({r[1]:.1f}-{r[2]:.1f})" if r[3] > 1 else "")
+
+    base_loss = stats(runs, "mle", "heldout_loss")[0]
+    for m in methods:
+        if m == "mle" or not any(r["method"] == m for r in runs):
+            continue
+        loss = stats(runs, m, "heldout_loss")[0]
+        dl = f"{100 * (loss / base_loss - 1):+.1f}%" if loss is not None and base_loss else "-"
+        L.append(f"| {m} | {cell(m, 'mle', 'adversarial.flag_rate', n_adv)} | "
+                 f"{cell(m, 'mle', 'unprompted.flag_rate', n_un)} | "
+                 f"{cell(m, 'conditional', 'adversarial.flag_rate', n_adv) if m != 'conditional' else '-'} | {dl} |")
+    return L
 
 
 def fmt(runs, method, key, scale: float = 1.0, digits: int = 3) -> str:
@@ -318,18 +388,21 @@ def write_report(out: str | Path) -> Path:
     L.append("The UFARSAP paper claims improvements across all dimensions (alignment, capability, efficiency, "
              "emergent behaviour) over single-paradigm training and over simple combinations; it reports "
              "numbers we do not have and could not reproduce at its scale. What we measure here, at a "
-             "very small scale (a 2-layer model trained for "
-             f"{res.get('steps')} steps on the embedded corpus), is the following. A difference counts only when it "
+             f"very small scale ({res.get('note', '')}; {res.get('steps')} steps on the embedded corpus), is the "
+             "following. A difference counts only when it "
              "exceeds twice its standard error over seeds (and needs at least 2 seeds per method); otherwise it is "
              "listed as no clear difference / not distinguishable.")
     L.append("")
     L += _summary(runs, methods, k)
     L.append("")
-    L.append("Read these with the scale in mind: a model this small and this briefly trained writes mostly "
-             "broken text, so flag rates are low for every method and differences between methods are small "
-             "relative to seed noise. The benchmark's value at this size is that every method runs through "
-             "the same pipeline and the same independent judges; the GPU presets run the same command at "
-             "sizes where the differences can be real.")
+    L += _headline(runs, methods, ev)
+    L.append("")
+    mle_adv = stats(runs, "mle", "adversarial.flag_rate")[0]
+    if mle_adv is not None and mle_adv < 0.10:
+        L.append(f"Read these with the scale in mind: MLE's adversarial flagged rate is only {mle_adv:.3f} here "
+                 "(the model has not learned the harmful content well enough to reproduce it), so no method can "
+                 "show a large reduction and differences between methods are small relative to seed noise. The "
+                 "`cpu` preset is the regime built to show differences.")
     if failed:
         L.append("")
         L.append(f"**Failed runs ({len(failed)})**: " + "; ".join(f"{r['method']} seed {r['seed']}: {r.get('error')}"

@@ -117,7 +117,7 @@ def run_config(method, preset: Preset, seed_index: int, run_dir: Path, data, reg
 
     seed = SEED_BASE + seed_index
     cfg: dict[str, Any] = {
-        "plugins": list(BENCH_PLUGINS) if (method.plugins or method.conditional) else [],
+        "plugins": list(BENCH_PLUGINS) if (method.plugins or method.conditional or method.filtered) else [],
         "data": str(data.train_path), "steps": preset.steps, "seed": seed, "out": str(run_dir),
         "registry": registry_url, "scope": f"bench-{method.name}-s{seed_index}"[:64],
         "tp": preset.tp, "pp": preset.pp, "nproc": preset.nproc, "device": preset.device,
@@ -132,8 +132,10 @@ def run_config(method, preset: Preset, seed_index: int, run_dir: Path, data, reg
     return load_config(None, [], **cfg)
 
 
-def _conditional_scores(out: Path, records: list[dict]) -> list[float]:
-    """Scores of the training corpus by the bench plugins, computed once per benchmark."""
+def _corpus_scores(out: Path, records: list[dict]) -> list[float]:
+    """Scores of the training corpus by the bench plugins (the strictest plugin's, so below the
+    threshold exactly when one flags it), computed once per benchmark for conditional training
+    and document filtering."""
     from ufarsap_engine.alignment.conditional import score_documents
     from ufarsap_engine.plugin_host import PluginHost
 
@@ -176,12 +178,24 @@ def run_one(method_name: str, seed_index: int, preset: Preset, out: Path, data, 
 
         records = read_records(data.train_path)
         ts = time.perf_counter()
-        scores = _conditional_scores(out, records)
+        scores = _corpus_scores(out, records)
         cfg, corpus = prepare_conditional_run(cfg, preset.conditional_threshold, scores, records)
         extra["conditional"] = {**corpus.as_dict(), "path": str(Path(corpus.path).relative_to(out)),
                                 "scoring_s_this_run": time.perf_counter() - ts}
         extra["conditional"]["scoring_s_once"] = json.loads(
             (out / "data" / "conditional_scores.json").read_text()).get("seconds")
+    if method.filtered:
+        from ufarsap_engine.alignment.conditional import read_records
+
+        records = read_records(data.train_path)
+        ts = time.perf_counter()
+        scores = _corpus_scores(out, records)
+        kept = [r for r, sc in zip(records, scores) if sc >= preset.conditional_threshold]
+        path = run_dir / "filtered_corpus.jsonl"
+        _atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+        cfg = cfg.model_copy(update={"plugins": [], "plugin_params": {}, "data": str(path), "evolve": False})
+        extra["filtered"] = {"documents": len(records), "kept": len(kept), "removed": len(records) - len(kept),
+                             "threshold": preset.conditional_threshold, "scoring_s_this_run": time.perf_counter() - ts}
     prepared = prepare(cfg)
     with _PeakRSS() as mem:
         if preset.device == "cuda":
@@ -207,7 +221,7 @@ def run_one(method_name: str, seed_index: int, preset: Preset, out: Path, data, 
         extra["evolution"] = _evolution_report(registry_url, summary["run_id"], cfg.scope)
     ev = evaluate_checkpoint(training.get("checkpoint") or str(run_dir / "checkpoints"), data, judge,
                              preset.evaluation, seed=cfg.seed, conditional=method.conditional,
-                             device=preset.device)
+                             tag_aware=method.tag_aware, device=preset.device)
     samples = ev.pop("samples", {})
     metrics.update(ev)
     record.update(status="complete", metrics=metrics, samples=samples, run_id=summary.get("run_id"),
@@ -250,7 +264,7 @@ def run_bench(preset: Preset, out: str | Path, methods: list[str], seeds: int, *
                    device=preset.device, note=preset.note)
     data = bench_data.build(out, n_clean=preset.n_clean, n_bad_per_kind=preset.n_bad_per_kind,
                             n_adv_per_kind=preset.n_adv_per_kind, max_train_documents=preset.max_train_documents,
-                            vocab_size=preset.vocab_size)
+                            vocab_size=preset.vocab_size, harm_repeat=preset.harm_repeat)
     judge = default_judge()
     results["data"] = data.summary()
     if "judge_validation" not in results:
