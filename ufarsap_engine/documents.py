@@ -17,8 +17,10 @@ the assistant turns (what ``loss_on = "response"`` trains on; ``None`` for a pla
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 
 @dataclass
@@ -67,26 +69,35 @@ def render_record(rec: Any, text_field: str = "text") -> Rendered:
                      f"(keys: {', '.join(sorted(rec)) or 'none'})")
 
 
+def jsonl_records(path, lines: Iterable[tuple[int, str]] | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a JSONL file (``lines``: already
+    read ``(number, text)`` pairs, for a reader with its own decoding checks). A line that is not
+    JSON is a ``UserError`` naming the file and line: the one JSONL parser of the engine."""
+    from ufarsap_engine.errors import UserError
+
+    if lines is None:
+        lines = enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+    for n, line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield n, rec
+
+
 def read_prompt_file(path) -> list[str]:
     """Prompts from a JSONL file, one ``{"prompt": "..."}`` object per line (blank lines skipped),
     for ``generate --prompts`` and the on-policy phase (``run --prompts``). A missing file or a bad
     line is a ``UserError`` naming the file and line."""
-    import json
-    from pathlib import Path
-
     from ufarsap_engine.errors import UserError
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"prompts file {path} does not exist; give a JSONL file with one {{\"prompt\": ...}} per line")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    for n, rec in jsonl_records(path):
         if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"]:
             raise UserError(f"{path}:{n}: needs a non-empty string field 'prompt'")
         out.append(rec["prompt"])

@@ -15,7 +15,6 @@ the embedded corpus).
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from ufarsap_engine.alignment.scoring import make_sample
 from ufarsap_engine.data.corpus import EMBEDDED_DIR, iter_documents
+from ufarsap_engine.documents import jsonl_records
 from ufarsap_engine.errors import UserError
 from ufarsap_engine.schemas import Sample
 
@@ -61,13 +61,7 @@ def read_labels(path: str | Path) -> list[dict]:
     if not p.exists():
         raise UserError(f"probe labels {p} do not exist")
     out = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
+    for lineno, rec in jsonl_records(p):
         missing = [k for k in ("id", "split", *CATEGORIES) if k not in rec]
         if missing:
             raise UserError(f"{p}:{lineno}: label record lacks {', '.join(missing)}")

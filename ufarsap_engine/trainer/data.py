@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ufarsap_engine.documents import render_record
+from ufarsap_engine.documents import jsonl_records, render_record
 from ufarsap_engine.errors import UserError
 
 EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>")
@@ -172,16 +172,8 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _read_jsonl(path: Path, spec: DataSpec) -> Iterator[Document]:
-    n = 0
-    for lineno, line in _text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    for n, (lineno, rec) in enumerate(jsonl_records(path, _text_lines(path))):
         yield _render_record(rec, f"{path}:{lineno}", spec, n)
-        n += 1
 
 
 def _read_text(path: Path) -> Iterator[Document]:
