@@ -114,7 +114,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            evaluation=CPU_SIGNAL_EVAL,
            note="Megatron tiny preset widened to 4 layers, hidden 128 (seq 128, 1024-token BPE), 1200 steps x 8 x "
                 "128 tokens on the embedded corpus with each harmful training document 3 times, 2 CPU cores"),
-    Preset("cpu-quick", methods=("mle", "filtered", "conditional", "tags", "ufarsap"), seeds=1, steps=1000,
+    Preset("cpu-quick", methods=("mle", "filtered", "conditional", "mask", "ufarsap"), seeds=1, steps=1000,
            model_overrides=CPU_SIGNAL_MODEL, harm_repeat=3, evaluation=CPU_SIGNAL_EVAL,
            note="the cpu preset's model and corpus at 1000 steps, one seed: MLE against the strongest "
                 "data-side baselines and UFARSAP"),
