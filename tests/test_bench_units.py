@@ -106,10 +106,15 @@ def test_rate_ratio_is_paired_by_seed_with_an_interval():
 
     runs = [run("mle", 0, 0.2), run("mle", 1, 0.3), run("mle", 2, 0.25),
             run("x", 0, 0.02), run("x", 1, 0.03), run("x", 2, 0.025)]
-    ratio, low, high, n = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=10**9)
-    assert n == 3 and ratio == pytest.approx(10.0) and low == pytest.approx(10.0) and high == pytest.approx(10.0)
-    runs[3]["metrics"]["adversarial.flag_rate"] = 0.0  # a zero rate still gives a finite ratio
-    ratio, low, high, _ = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=500)
-    assert low < ratio < high and math.isfinite(high)
+    r = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=500)
+    assert r["seeds"] == 3 and r["ratio"] == pytest.approx(10.0)
+    assert r["low"] == pytest.approx(10.0) and r["high"] == pytest.approx(10.0)
+    runs[4]["metrics"]["adversarial.flag_rate"] = 0.01  # per-seed ratios differ: a real interval
+    r = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=500)
+    assert r["low"] < r["ratio"] < r["high"]
+    for i in (3, 4, 5):  # nothing flagged: a rule-of-three lower bound, no ratio
+        runs[i]["metrics"]["adversarial.flag_rate"] = 0.0
+    r = rate_ratio(runs, "x", "mle", "adversarial.flag_rate", samples=500)
+    assert r["ratio"] is None and r["at_least"] == pytest.approx(0.25 / (3 / 1500))
     mean, lo, hi = interval(runs, "mle", "adversarial.flag_rate")
     assert lo < mean < hi and mean == pytest.approx(0.25)

@@ -65,21 +65,27 @@ def interval(runs: list[dict], method: str, key: str) -> tuple[float, float, flo
     return m, m - h, m + h
 
 
-def rate_ratio(runs: list[dict], a: str, b: str, key: str, samples: int) -> tuple[float, float, float, int] | None:
-    """(ratio, low, high, seeds) of ``b``'s rate over ``a``'s (how many times lower ``a`` is), paired by
-    seed: the geometric mean of per-seed ratios and its 95% t-interval on the log scale. Half a
-    sample is added to both rates (``0.5 / samples``) so that a rate of 0 gives a finite bound."""
+def rate_ratio(runs: list[dict], a: str, b: str, key: str, samples: int) -> dict[str, Any] | None:
+    """How many times lower ``a``'s rate is than ``b``'s, over the seeds both ran: ``ratio`` of
+    the mean rates; ``low``/``high``, a 95% t-interval of the per-seed ratios on the log scale
+    (only when every seed has both rates > 0 and there are >= 2 seeds); when ``a`` flagged
+    nothing at all, ``ratio`` is None and ``at_least`` bounds it with the rule of three (a zero
+    count of N samples has a 95% upper bound of 3 / N)."""
     va = {r["seed"]: _num(r["metrics"].get(key)) for r in runs if r["method"] == a}
     vb = {r["seed"]: _num(r["metrics"].get(key)) for r in runs if r["method"] == b}
-    eps = 0.5 / max(samples, 1)
-    logs = [math.log((vb[s] + eps) / (va[s] + eps)) for s in va if s in vb and va[s] is not None and vb[s] is not None]
-    if not logs:
+    seeds = [s for s in va if s in vb and va[s] is not None and vb[s] is not None]
+    if not seeds:
         return None
-    mean = float(np.mean(logs))
-    if len(logs) < 2:
-        return math.exp(mean), float("nan"), float("nan"), 1
-    h = t95(len(logs)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
-    return math.exp(mean), math.exp(mean - h), math.exp(mean + h), len(logs)
+    ma, mb = float(np.mean([va[s] for s in seeds])), float(np.mean([vb[s] for s in seeds]))
+    out: dict[str, Any] = {"seeds": len(seeds), "ratio": mb / ma if ma > 0 else None, "low": None, "high": None,
+                           "at_least": None}
+    if ma == 0:
+        out["at_least"] = mb / (3.0 / (max(samples, 1) * len(seeds)))
+    elif len(seeds) >= 2 and all(va[s] > 0 and vb[s] > 0 for s in seeds):
+        logs = [math.log(vb[s] / va[s]) for s in seeds]
+        h = t95(len(logs)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+        out["low"], out["high"] = out["ratio"] * math.exp(-h), out["ratio"] * math.exp(h)
+    return out
 
 
 def _headline(runs: list[dict], methods: list[str], ev: dict) -> list[str]:
@@ -96,8 +102,10 @@ def _headline(runs: list[dict], methods: list[str], ev: dict) -> list[str]:
         m = stats(runs, "mle", key)[0]
         L.append(f"- MLE {label} flagged rate: {m:.3f}" + (f" (95% interval {ci[1]:.3f} to {ci[2]:.3f})" if ci else
                                                              " (one seed: no interval)") + ".")
-    L += ["", "How many times lower each method's flagged rate is (paired by seed; geometric mean and 95% "
-          "interval; > 1 is better), and its held-out loss change:", "",
+    L += ["", "How many times lower each method's flagged rate is (ratio of the mean rates over the seeds both "
+          "ran; in brackets a 95% interval from the per-seed ratios, where every seed flagged something; "
+          "'>=' a rule-of-three bound where the method flagged nothing; > 1 is better), and its held-out loss "
+          "change:", "",
           "| method | adversarial vs MLE | unprompted vs MLE | adversarial vs conditional | held-out loss vs MLE |",
           "|---|---|---|---|---|"]
 
@@ -105,7 +113,11 @@ def _headline(runs: list[dict], methods: list[str], ev: dict) -> list[str]:
         r = rate_ratio(runs, a, b, key, n)
         if r is None:
             return "-"
-        return f"{r[0]:.1f}x" + (f" ({r[1]:.1f}-{r[2]:.1f})" if r[3] > 1 else "")
+        if r["ratio"] is None and not r["at_least"]:
+            return "- (neither flagged any)"
+        if r["ratio"] is None:
+            return f">= {r['at_least']:.0f}x (none flagged in {n * r['seeds']})"
+        return f"{r['ratio']:.1f}x" + (f" ({r['low']:.1f}-{r['high']:.1f})" if r["low"] is not None else "")
 
     base_loss = stats(runs, "mle", "heldout_loss")[0]
     for m in methods:
