@@ -173,23 +173,19 @@ def run_one(method_name: str, seed_index: int, preset: Preset, out: Path, data, 
                               "run_dir": str(run_dir.relative_to(out)), "status": "failed"}
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
-    if method.conditional:
+    if method.conditional or method.filtered:
         from ufarsap_engine.alignment.conditional import prepare_conditional_run, read_records
 
         records = read_records(data.train_path)
         ts = time.perf_counter()
         scores = _corpus_scores(out, records)
+    if method.conditional:
         cfg, corpus = prepare_conditional_run(cfg, preset.conditional_threshold, scores, records)
         extra["conditional"] = {**corpus.as_dict(), "path": str(Path(corpus.path).relative_to(out)),
                                 "scoring_s_this_run": time.perf_counter() - ts}
         extra["conditional"]["scoring_s_once"] = json.loads(
             (out / "data" / "conditional_scores.json").read_text()).get("seconds")
     if method.filtered:
-        from ufarsap_engine.alignment.conditional import read_records
-
-        records = read_records(data.train_path)
-        ts = time.perf_counter()
-        scores = _corpus_scores(out, records)
         kept = [r for r, sc in zip(records, scores) if sc >= preset.conditional_threshold]
         path = run_dir / "filtered_corpus.jsonl"
         _atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
