@@ -96,3 +96,29 @@ def test_objective_families_hand_values():
     assert filtering_mask(torch.tensor([0.9, 0.1]), 0.5, 3).tolist() == [[1, 1, 1], [0, 0, 0]]
     assert dpo_loss(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]),
                     torch.tensor([0.0])).item() == pytest.approx(math.log(2))
+
+
+def test_rwr_never_reweights_tokens_unlikelihood_took_out_of_the_lm_term():
+    """Safety (unlikelihood) and self (RWR) together: a flagged token is out of L_LM, so once the
+    model gives it almost no probability nothing pushes it further (the unlikelihood gradient
+    vanishes). Were RWR to reweight it, its CE would carry weight lambda * (w - 1) < 0: a constant
+    push on log p without end, which wrecks the model (held-out loss doubled in the cpu bench)."""
+    from ufarsap_engine.alignment.unified import UnifiedObjective
+    from ufarsap_engine.config import ObjectiveConfig
+    from ufarsap_engine.plugin_host import PluginHost
+    from ufarsap_engine.trainer.objective import ModelOutputs
+
+    objective = UnifiedObjective(PluginHost(["safety.toxicity", "self.reward"]), ObjectiveConfig())
+    b, s = 1, 4
+    mis = torch.zeros(S, P, b, s)
+    mis[TOKEN, SAFETY, 0, 1] = 1.0  # token 1 flagged by the safety plugin's spans
+    token_scores = torch.ones(P, b, s)
+    token_scores[:, 0, 1] = 0.0
+    prepared = {"mis": mis, "row_scores": torch.full((S, P, b), 0.75), "row_scored": torch.ones(S, P, b, dtype=torch.bool),
+                "token_scores": token_scores, "plugin_metrics": {}}
+    logp = torch.log(torch.tensor([[0.5, 1e-9, 0.5, 0.5]])).requires_grad_(True)
+    total, _, metrics, _ = objective.loss(-logp, torch.ones(b, s), prepared, ModelOutputs(token_logprobs=logp, batch=None))
+    (grad,) = torch.autograd.grad(total, logp)
+    assert abs(grad[0, 1].item()) < 1e-6, grad  # the flagged token: no push left
+    assert (grad[0, [0, 2, 3]] < 0).all(), grad  # clean tokens: their likelihood is raised
+    assert metrics["lm_token_weight"].item() == pytest.approx(0.75)

@@ -13,7 +13,11 @@ Loss-side (flags come from the selected plugins' scores of each document):
 - rwr (reward-weighted regression, Peters & Schaal 2007; as a pretraining objective Korbak et
   al. 2023): reweight the LM loss by ``w = N * softmax(R / beta)`` over the N tokens (each token
   carries its document's reward; per-sample rewards work too); the term is ``sum (w - 1) * CE``
-  so that ``L_LM + L_rwr`` is exactly the reward-weighted likelihood.
+  so that ``L_LM + L_rwr`` is exactly the reward-weighted likelihood. RWR reweights only the
+  tokens the other families leave in L_LM: combined with unlikelihood, masking or filtering it is
+  computed over the kept tokens, and a token's total LM weight ``1 + sum_i lambda_i (w_i - 1)``
+  is clipped at 0. (Reweighting a token that unlikelihood took out of L_LM would give its CE a
+  negative weight: gradient ascent without bound on the flagged tokens.)
 - filtering (Korbak et al. 2023; classifier filtering, O'Brien et al. 2025 "Deep Ignorance"):
   drop tokens of documents whose reward is below ``filter_threshold`` from L_LM.
 - mask (token-level loss masking, Rathi & Radford 2026): flagged tokens (the same fine flags as
@@ -61,16 +65,26 @@ def rwr_weights(reward: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
     return reward.numel() * torch.softmax(reward / beta, dim=0)
 
 
+def rwr_token_weights(loss_mask: torch.Tensor, reward: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    """``[b, s]`` reward-weighted-regression weights with mean 1 over the tokens ``loss_mask``
+    keeps (0 elsewhere): ``reward`` per sample ``[b]`` (each sample's tokens share its weight) or
+    per token ``[b, s]`` (weights normalised over the kept tokens)."""
+    r = reward.detach()
+    if r.dim() == 1:
+        return rwr_weights(r, beta).unsqueeze(1).expand_as(loss_mask) * (loss_mask > 0)
+    valid = loss_mask > 0
+    logits = (r / beta).masked_fill(~valid, float("-inf")).reshape(-1)
+    return torch.nan_to_num(valid.sum() * torch.softmax(logits, dim=0).reshape(r.shape))
+
+
 def rwr_sum(per_token_ce: torch.Tensor, loss_mask: torch.Tensor, reward: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
-    """``sum (w - 1) * CE`` with constant weights; ``reward`` per sample ``[b]`` (CE summed per
-    sample) or per token ``[b, s]`` (weights normalised over the unmasked tokens)."""
+    """``sum (w - 1) * CE`` with constant weights (:func:`rwr_token_weights`); ``loss_mask`` may
+    be fractional (an LM token weight), then each token's term is scaled by it."""
     r = reward.detach()
     if r.dim() == 1:
         w = rwr_weights(r, beta)
         return ((w - 1.0) * (per_token_ce * loss_mask).sum(dim=1)).sum()
-    valid = loss_mask > 0
-    logits = (r / beta).masked_fill(~valid, float("-inf")).reshape(-1)
-    w = valid.sum() * torch.softmax(logits, dim=0).reshape(r.shape)
+    w = rwr_token_weights(loss_mask, r, beta)
     return ((w - 1.0) * per_token_ce * loss_mask).sum()
 
 

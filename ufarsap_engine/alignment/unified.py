@@ -36,7 +36,7 @@ import torch
 
 from ufarsap_engine.alignment.emergence import EmergenceTracker
 from ufarsap_engine.alignment.interaction import InteractionNetwork, prediction_loss
-from ufarsap_engine.alignment.objectives import filtering_mask, rwr_sum, unlikelihood_sum
+from ufarsap_engine.alignment.objectives import filtering_mask, rwr_token_weights, unlikelihood_sum
 from ufarsap_engine.alignment.orchestrator import Orchestrator, coordination_loss
 from ufarsap_engine.alignment.reward import unified_reward
 from ufarsap_engine.alignment.scoring import check_sample, is_flagged, make_sample, score_batch
@@ -277,6 +277,11 @@ class UnifiedObjective:
             return {idx[phase]: cfg.lam(PARADIGMS[idx[phase]])}
         return {p: cfg.lam(PARADIGMS[p]) for p in idx}
 
+    def _paradigm_reward(self, name: str, unified: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """The self paradigm's reward is the synthetic unified reward (Eq. 12) in unified mode;
+        every other paradigm is rewarded by its own scores (so two RWR paradigms are two signals)."""
+        return unified if (self.cfg.mode == "unified" and name == "self") else own
+
     def _cell_alignment(self, mis, mask, q, row_scores) -> torch.Tensor:
         b = mis.shape[2]
         flag_mass = (mis * mask).sum(-1)  # [S, P, b]
@@ -316,34 +321,39 @@ class UnifiedObjective:
         lm_weight = torch.ones_like(mask)
         terms: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=q.device)
-        for p, lam in self._active_paradigms(present).items():
+        active = self._active_paradigms(present)
+        # First the families that decide which tokens stay in L_LM, then RWR over the kept tokens
+        # (reweighting a token unlikelihood took out would push its CE up without bound).
+        for p, lam in active.items():
             name, family = PARADIGMS[p], cfg.families.get(PARADIGMS[p], "none")
-            # The self paradigm's reward is the synthetic unified reward (Eq. 12) in unified mode;
-            # every other paradigm is rewarded by its own scores (so two RWR paradigms are two signals).
-            r = reward if (cfg.mode == "unified" and name == "self") else token_scores[p]
-            if family == "unlikelihood":
+            if family in ("unlikelihood", "mask"):
                 # The finest flags the paradigm has: token spans and flagged sentences, so a harmful
                 # document's clean sentences stay in L_LM; whole documents only for a paradigm that
-                # scores nothing finer.
+                # scores nothing finer. Unlikelihood also pushes their probability down; mask
+                # (token-level loss masking, Rathi & Radford 2026) only takes them out of L_LM.
                 fine = self.available[[TOKEN, SENTENCE], SHORT, p].any()
                 flagged = mis[[TOKEN, SENTENCE], p].amax(0) if fine else mis[:, p].amax(0)
+                if family == "mask":
+                    lm_weight = lm_weight * (flagged <= 0).float()
+                    continue
                 lm_weight = lm_weight * (1.0 - flagged)
-                term = unlikelihood_sum(logp, flagged, mask)
-            elif family == "mask":
-                # Token-level loss masking (Rathi & Radford 2026): flagged tokens leave L_LM, nothing else.
-                fine = self.available[[TOKEN, SENTENCE], SHORT, p].any()
-                flagged = mis[[TOKEN, SENTENCE], p].amax(0) if fine else mis[:, p].amax(0)
-                lm_weight = lm_weight * (flagged <= 0).float()
-                continue
-            elif family == "rwr":
-                term = rwr_sum(per_token_ce, mask, r, cfg.rwr_beta)
+                terms[f"loss.{name}"] = term = unlikelihood_sum(logp, flagged, mask)
+                total = total + lam * term
             elif family == "filtering":
+                r = self._paradigm_reward(name, reward, token_scores[p])
                 lm_weight = lm_weight * filtering_mask(r, cfg.filter_threshold, mask.shape[1])
+        kept = mask * lm_weight
+        rwr_shift = torch.zeros_like(mask)  # sum_i lambda_i (w_i - 1) per token
+        for p, lam in active.items():
+            name = PARADIGMS[p]
+            if cfg.families.get(name, "none") != "rwr":
                 continue
-            else:
-                continue
-            terms[f"loss.{name}"] = term
+            w = rwr_token_weights(kept, self._paradigm_reward(name, reward, token_scores[p]), cfg.rwr_beta)
+            terms[f"loss.{name}"] = term = ((w - 1.0) * per_token_ce * kept).sum()
             total = total + lam * term
+            rwr_shift = rwr_shift + lam * (w - 1.0)
+        # A token's LM weight 1 + sum_i lambda_i (w_i - 1) never goes below 0 (large lambdas).
+        total = total + (per_token_ce * kept * ((1.0 + rwr_shift).clamp(min=0.0) - (1.0 + rwr_shift))).sum()
         lm = (per_token_ce * mask * lm_weight).sum()
         terms["loss.lm"] = lm
         total = total + lm
