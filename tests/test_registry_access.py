@@ -245,3 +245,33 @@ def test_record_run_end_accepts_every_run_status(tmp_path):
             assert (rec.state, rec.scores) == (state, {"loss": 1.5})
             with reg._engine.connect() as conn:
                 assert conn.exec_driver_sql(f"SELECT status FROM runs WHERE id = '{run}'").scalar() == status
+
+
+def test_tables_show_the_metric_asked_for_and_show_prints_a_score_table(tmp_path):
+    """``list/best --metric M`` give M its own column (even where a strategy has many scores that
+    sort before it); ``show`` prints scores one per row; JSON keeps every score."""
+    path = tmp_path / "reg.sqlite"
+    with open_registry(f"sqlite:///{path}") as reg:
+        a = reg.add_strategy(plugins=["safety.toxicity"], params={}, origin="seed", state="complete")
+        b = reg.add_strategy(plugins=["safety.privacy"], params={}, origin="explore", parent_id=a, state="complete")
+        many = {f"a.metric{i}": float(i) for i in range(6)}
+        reg.record_scores(a, {**many, "z.chosen": 0.25})
+        reg.record_scores(b, {**many, "z.chosen": 0.75})
+    url = f"sqlite:///{path}"
+    for args in (["list", "--metric", "z.chosen", "--top", "2"], ["best", "--metric", "z.chosen"]):
+        res = _run(["registry", *args, "--registry", url], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        header = next(line for line in res.stdout.splitlines() if "lifecycle" in line)
+        assert "z.chosen" in header, res.stdout
+        rows = [line for line in res.stdout.splitlines() if "safety.privacy" in line]
+        assert rows and "0.75" in rows[0].split("│")[8], res.stdout  # the metric's own column
+    listed = _run(["registry", "list", "--metric", "z.chosen", "--top", "2", "--ascending", "--registry", url],
+                  cwd=tmp_path).stdout
+    assert listed.index("safety.toxicity") < listed.index("safety.privacy")  # 0.25 first
+    res = _run(["registry", "show", str(b), "--registry", url], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    score_rows = [line for line in res.stdout.splitlines() if "a.metric" in line or "z.chosen" in line]
+    assert len(score_rows) == 7 and all(line.count("│") >= 2 for line in score_rows), res.stdout
+    assert "{" not in res.stdout.split("scores:")[1].split("lineage:")[0]  # not a JSON blob
+    data = json.loads(_run(["registry", "show", str(b), "--registry", url, "--json"], cwd=tmp_path).stdout)
+    assert data["scores"]["z.chosen"] == 0.75 and len(data["scores"]) == 7

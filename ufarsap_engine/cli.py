@@ -346,16 +346,36 @@ def _strategy_rows(records) -> list[dict]:
     return [r.to_json_dict() for r in records]
 
 
-def _print_strategies(records) -> None:
+def _fmt_score(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _print_strategies(records, metric: str | None = None) -> None:
+    """A table of strategies; with ``metric`` (what the list was filtered or ranked by) that
+    score gets its own column, the others are summarised after it."""
     from rich.table import Table
 
     t = Table()
-    for col in ("id", "parent", "gen", "origin", "state", "lifecycle", "plugins", "scores"):
-        t.add_column(col)
+    cols = ["id", "parent", "gen", "origin", "state", "lifecycle", "plugins"] + ([metric] if metric else []) + [
+        "other scores" if metric else "scores"]
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("id", "parent", "gen", metric) else "left")
     for r in records:
-        scores = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.scores.items())[:4])
+        others = ", ".join(f"{k}={_fmt_score(v)}" for k, v in sorted(r.scores.items()) if k != metric)
+        chosen = [_fmt_score(r.scores[metric]) if metric in r.scores else "-"] if metric else []
         t.add_row(str(r.id), str(r.parent_id or ""), str(r.generation), r.origin, r.state, r.lifecycle,
-                  ",".join(r.plugins), scores)
+                  ",".join(r.plugins), *chosen, others)
+    _console().print(t)
+
+
+def _print_scores(scores: dict[str, float]) -> None:
+    """A strategy's scores as a two-column table, sorted by name."""
+    from rich.table import Table
+
+    t = Table("metric", "score")
+    t.columns[1].justify = "right"
+    for k, v in sorted(scores.items()):
+        t.add_row(k, _fmt_score(v))
     _console().print(t)
 
 
@@ -382,7 +402,7 @@ def registry_list(registry_url, state, lifecycle, plugin, metric, min_value, max
                            max_value=max_value, top_k=top_k, order="asc" if ascending else "desc", scope=scope,
                            limit=limit)
     where = _say_registry(reg)
-    _echo_json({"registry": where, "strategies": _strategy_rows(records)}) if as_json else _print_strategies(records)
+    _echo_json({"registry": where, "strategies": _strategy_rows(records)}) if as_json else _print_strategies(records, metric)
 
 
 @registry.command("show", context_settings=CONTEXT)
@@ -400,8 +420,11 @@ def registry_show(strategy_id, registry_url, as_json) -> None:
         _echo_json(data)
         return
     for k, v in data.items():
-        if k not in ("lineage", "registry"):
+        if k not in ("lineage", "registry", "scores"):
             click.echo(f"{k:>14}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+    click.echo("        scores:" + ("" if rec.scores else " none"))
+    if rec.scores:
+        _print_scores(rec.scores)
     click.echo("       lineage:")
     for e in events:
         frm = f" from {e.from_strategy_id}" if e.from_strategy_id else ""
@@ -421,7 +444,7 @@ def registry_best(metric, lowest, scope, registry_url, as_json) -> None:
     if rec is None:
         raise UserError(f"no strategy in scope '{scope}' of registry {reg.location} has a score for metric '{metric}'")
     where = _say_registry(reg)
-    _echo_json({"registry": where, **rec.to_json_dict()}) if as_json else _print_strategies([rec])
+    _echo_json({"registry": where, **rec.to_json_dict()}) if as_json else _print_strategies([rec], metric)
 
 
 @registry.command("lineage", context_settings=CONTEXT)
