@@ -20,8 +20,8 @@ else
     "$PY" -m pip install --disable-pip-version-check torch==2.13.0
 fi
 
-step 2 "ufarsap-engine (editable) with its dependencies and the test/eval tools"
-"$PY" -m pip install --disable-pip-version-check -e ".[test,eval]"
+step 2 "ufarsap-engine (editable) with its dependencies, the test/eval tools and the trackers"
+"$PY" -m pip install --disable-pip-version-check -e ".[test,eval,tensorboard,mlflow]"
 
 if [ "${1:-}" = "--with-postgres" ]; then
     step 3 "PostgreSQL for the registry tests"

@@ -34,7 +34,7 @@ def test_setup_reports_steps_and_pip_progress(tmp_path, torch_installed):
     assert "fake pip output" in res.stdout  # pip's own output reaches the user
     pip_calls = [c for c in calls.read_text().splitlines() if c.startswith("-m pip")]
     assert all(" -q" not in c for c in pip_calls), pip_calls
-    assert any("install" in c and '-e .[test,eval]' in c for c in pip_calls), pip_calls
+    assert any("install" in c and '-e .[test,eval,tensorboard,mlflow]' in c for c in pip_calls), pip_calls
     torch_installs = [c for c in pip_calls if "torch==2.13.0" in c]
     assert (torch_installs == []) == torch_installed  # idempotent: an installed torch is kept
     assert ("already installed" in res.stdout) == torch_installed

@@ -69,10 +69,14 @@ def cli() -> None:
 @click.option("--trace-plugins", is_flag=True, default=None, help="Log every hook call and result (or UFARSAP_TRACE_PLUGINS=1).")
 @click.option("--prompts", "prompts_file", metavar="FILE.jsonl",
               help="Prompts for the on-policy phase, one {\"prompt\": ...} per line (with --set onpolicy.every=N).")
+@click.option("--log-to", "log_to", metavar="TRACKERS",
+              help="Also write the step metrics and config to tensorboard and/or mlflow (comma list; "
+                   "pip install 'ufarsap-engine[tensorboard,mlflow]'; settings: --set trackers.every=N, "
+                   "trackers.mlflow_uri=URI).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. train.lr=3e-4.")
 @JSON_OPT
 def run(config_path, plugins, data, steps, seed, out, overwrite, registry_url, tp, pp, nproc, device, strict,
-        no_train, evolve, trace_plugins, prompts_file, sets, as_json) -> None:
+        no_train, evolve, trace_plugins, prompts_file, log_to, sets, as_json) -> None:
     """Train (or, with --no-train, score) with the selected alignment plugins."""
     from ufarsap_engine.config import load_config
     from ufarsap_engine.run import execute, prepare
@@ -83,6 +87,7 @@ def run(config_path, plugins, data, steps, seed, out, overwrite, registry_url, t
         out=out, overwrite=overwrite, registry=registry_url, tp=tp, pp=pp, nproc=nproc, device=device, strict_plugins=strict,
         train_model=(False if no_train else None), trace_plugins=trace_plugins, evolve=evolve,
         onpolicy={"prompts_file": prompts_file} if prompts_file else None,
+        trackers={"log_to": log_to} if log_to is not None else None,
     )
     prepared = prepare(cfg)
     from ufarsap_engine.progress import RunProgress

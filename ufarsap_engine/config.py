@@ -135,6 +135,26 @@ class OnPolicyConfig(BaseModel):
                                                        "prompts come from it (--prompts)")
 
 
+TrackerName = Literal["tensorboard", "mlflow"]
+
+
+class TrackersConfig(BaseModel):
+    """Experiment trackers the step metrics also go to (``run --log-to``; ``trackers.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    log_to: list[TrackerName] = Field(default_factory=list, description="tensorboard and/or mlflow")
+    every: int = Field(10, ge=1, description="steps between tracker writes (the last step is always written)")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; None: sqlite:///OUT/mlflow.db")
+    mlflow_experiment: str = Field("ufarsap-engine", min_length=1)
+
+    @field_validator("log_to", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        if isinstance(v, str):
+            v = [x.strip() for x in v.split(",")] if v.strip() not in ("", "none") else []
+        return list(dict.fromkeys(v)) if isinstance(v, list) else v
+
+
 class RunConfig(BaseModel):
     """Everything ``ufarsap-engine run`` needs. Field names are the config-file keys."""
 
@@ -175,6 +195,7 @@ class RunConfig(BaseModel):
     evolution: dict[str, Any] = Field(default_factory=dict, description="EvolutionConfig settings")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     onpolicy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
+    trackers: TrackersConfig = Field(default_factory=TrackersConfig)
     trace_plugins: bool = False
 
     @field_validator("plugins")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ufarsap_engine import __version__
+from ufarsap_engine import __version__, trackers
 from ufarsap_engine.alignment.runtime import AlignmentRuntime
 from ufarsap_engine.alignment.scoring import is_flagged, make_sample, score_batch
 from ufarsap_engine.config import DEFAULT_PLUGINS, RunConfig
@@ -134,6 +134,7 @@ def prepare(cfg: RunConfig) -> PreparedRun:
             samples = [make_sample(str(d.doc_id), d.text) for d in split_holdout(trainer[2])[1]]
         annotations = annotation_spec(cfg, host, plugin_params) if trainer else None
         check_onpolicy(cfg, host, trainer)
+        trackers.check_available(cfg.trackers.log_to)
     except BaseException:
         registry.close()
         raise
@@ -325,13 +326,14 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
                         plugin_params=prepared.plugin_params, run_id=run_id, strategy_id=strategy_id,
                         registry_url=registry.url, follow_registry=choice.source != "flag",
                         annotations=prepared.annotations)
+    tracker = tracker_callback(prepared, runtime_args, public_cfg) if cfg.trackers.log_to else None
     t0 = time.perf_counter()
     status, last, training, stopped = "failed", {}, None, None
     try:
         if prepared.trainer:
-            training = _train(prepared, runtime_args, progress)
+            training = _train(prepared, runtime_args, progress, tracker)
         else:
-            _hook_only(prepared, runtime_args, progress)
+            _hook_only(prepared, runtime_args, progress, tracker)
         last = _last_metrics(out_dir / "metrics.jsonl")
         status = "complete"
     except Interrupted as exc:
@@ -355,6 +357,9 @@ def _execute(prepared: PreparedRun, progress) -> dict[str, Any]:
         if stopped is not None:
             summary["interrupted"] = {"signal": stopped.signal_name, **stopped.record()}
         write_summary(out_dir, summary)
+        if tracker is not None:
+            tracker.close()
+            trackers.finish_mlflow(out_dir, status)
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         scores.update({f"quarantined.{name}": 1.0 for name in summary["quarantined"]})
         scores.update({f"onpolicy.{k}": v for k, v in (summary["onpolicy"] or {}).items() if k.endswith("flagged_rate")})
@@ -413,7 +418,24 @@ def _last_metrics(path: Path) -> dict[str, Any]:
 
 # --- without a model ------------------------------------------------------------------------
 
-def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
+def tracker_callback(prepared: PreparedRun, runtime_args: dict, public_cfg: dict) -> trackers.TrackerCallback:
+    """The ``--log-to`` trackers, given the run's public config, the trainer's effective settings
+    (``train.*`` with every default filled in, ``model_config.*``) and its strategy."""
+    cfg = prepared.cfg
+    settings = {k: v for k, v in public_cfg.items() if k != "trackers"}
+    if prepared.trainer:
+        model_cfg, train_cfg, _ = prepared.trainer
+        settings["train"] = train_cfg.model_dump(mode="json", exclude={"out"})
+        settings["model_config"] = model_cfg.model_dump(mode="json")
+    params = {**trackers.flat_params(settings), "strategy.id": str(runtime_args["strategy_id"]),
+              "strategy.plugins": ",".join(runtime_args["plugins"])}
+    return trackers.TrackerCallback(
+        cfg.trackers.log_to, cfg.out, cfg.steps, every=cfg.trackers.every, run_name=Path(cfg.out).name, params=params,
+        tags={"ufarsap.run_id": str(runtime_args["run_id"]), "ufarsap.out_dir": str(Path(cfg.out).resolve())},
+        mlflow_uri=cfg.trackers.mlflow_uri, mlflow_experiment=cfg.trackers.mlflow_experiment)
+
+
+def _hook_only(prepared: PreparedRun, runtime_args: dict, progress, tracker=None) -> None:
     """Run the plugin hooks step by step over the data, without a model update."""
     cfg, samples = prepared.cfg, prepared.samples
     probe_n = min(cfg.probe_documents, len(samples) // 10)
@@ -426,6 +448,8 @@ def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
     recent: deque[list] = deque(maxlen=cfg.window_steps)  # the batches of the current window
     runtime.recent_documents = lambda steps: list({s.sample_id: s for b in list(recent)[-steps:] for s in b}.values())
     runtime.on_train_start(SimpleNamespace(step=0))
+    if tracker is not None:
+        tracker.open(0)
     try:
         with open(Path(cfg.out) / "metrics.jsonl", "w", encoding="utf-8") as metrics_file:
             for step in range(1, cfg.steps + 1):
@@ -441,6 +465,8 @@ def _hook_only(prepared: PreparedRun, runtime_args: dict, progress) -> None:
                 metrics_file.write(json.dumps(metrics) + "\n")
                 metrics_file.flush()
                 runtime.on_step_end(step, metrics)
+                if tracker is not None:
+                    tracker.on_step_end(step, metrics)
                 progress(step, metrics)
         status = "complete"
     finally:
@@ -494,7 +520,7 @@ def worker_env(runtime_args: dict) -> dict[str, str]:
     return {URL_ENV: url} if url else {}
 
 
-def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
+def _train(prepared: PreparedRun, runtime_args: dict, progress, tracker=None) -> dict:
     from ufarsap_engine.trainer import worker
 
     cfg = prepared.cfg
@@ -507,13 +533,16 @@ def _train(prepared: PreparedRun, runtime_args: dict, progress) -> dict:
         train_cfg = train_cfg.model_copy(update={"progress": False})
         try:
             return worker.train(model_cfg, train_cfg, data_spec, objective=runtime.objective,
-                                callbacks=[*runtime.callbacks, progress], policy_phase=runtime.policy_phase)
+                                callbacks=[*runtime.callbacks, progress, *([tracker] if tracker else [])],
+                                policy_phase=runtime.policy_phase)
         finally:
             runtime.stop_annotation(warn=False)
     spec = worker.RunSpec(
         model=model_cfg, train=train_cfg, data=data_spec,
         runtime=worker.ImportRef(target="ufarsap_engine.alignment.runtime:AlignmentRuntime",
-                                 kwargs=worker_args(runtime_args)))
+                                 kwargs=worker_args(runtime_args)),
+        callbacks=[worker.ImportRef(target="ufarsap_engine.trackers:TrackerCallback", kwargs=tracker.init_kwargs)]
+        if tracker else [])
     spec_path = worker.write_spec(spec, Path(cfg.out) / "run_spec.json")
     rc = worker.launch_torchrun(cfg.nproc, spec_path, env=worker_env(runtime_args))
     stopped = read_interrupt_record(cfg.out)
