@@ -7,6 +7,7 @@ NaN last in either direction.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Filters:
     order: str = "desc"
     scope: str | None = None
     limit: int | None = None
+    offset: int = 0
     exclude_states: tuple[str, ...] = ()
     exclude_lifecycles: tuple[str, ...] = ()
     exclude_nan: bool = False
@@ -108,7 +110,31 @@ def strategies(f: Filters) -> sa.Select[tuple[Strategy]]:
     limits = [n for n in (f.top_k, f.limit) if n is not None]
     if limits:
         stmt = stmt.limit(min(limits))
+    if f.offset:
+        stmt = stmt.offset(f.offset)
     return stmt
+
+
+def count(f: Filters) -> sa.Select[tuple[int]]:
+    """How many strategies match ``f`` (ignoring its limit, offset and order)."""
+    unpaged = strategies(dataclasses.replace(f, limit=None, top_k=None, offset=0)).order_by(None)
+    return sa.select(sa.func.count()).select_from(unpaged.subquery())
+
+
+def metric_names(scope: str | None = None) -> sa.Select[tuple[str]]:
+    stmt = sa.select(Score.metric).distinct().order_by(Score.metric)
+    if scope is not None:
+        stmt = stmt.join(Strategy, Strategy.id == Score.strategy_id).where(Strategy.scope == scope)
+    return stmt
+
+
+def score_history(strategy_id: int) -> sa.Select[tuple[str, int, float | None, str]]:
+    """(metric, step, value, value_kind) of every score a strategy has, by metric and step."""
+    return (
+        sa.select(Score.metric, Score.step, Score.value, Score.value_kind)
+        .where(Score.strategy_id == strategy_id)
+        .order_by(Score.metric, Score.step)
+    )
 
 
 def enabled_plugins(ids: Sequence[int]) -> sa.Select[tuple[int, str]]:

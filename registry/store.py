@@ -466,18 +466,41 @@ class Registry:
         order: str = "desc",
         scope: str | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> builtins.list[StrategyRecord]:
         """Strategies matching all given filters.
 
         With ``metric``: only strategies that have it, ranked by its latest value (``order``),
         ``min_value``/``max_value`` bound that value and ``top_k`` keeps the first k. Without:
-        newest first (``order="desc"``) or oldest first.
+        newest first (``order="desc"``) or oldest first. ``offset`` skips that many (pages).
         """
         return self._list(queries.Filters(
             state=state, lifecycle=lifecycle, plugin=plugin, metric=metric,
             min_value=min_value, max_value=max_value, top_k=top_k, order=order,
-            scope=scope, limit=limit,
+            scope=scope, limit=limit, offset=offset,
         ))
+
+    def count(self, **filters: Any) -> int:
+        """How many strategies :meth:`list` with these filters would give without a limit."""
+        f = queries.Filters(**filters)
+        self._check_filters(f)
+        return self._read(lambda s: int(s.scalar(queries.count(f)) or 0))
+
+    def metric_names(self, scope: str | None = None) -> builtins.list[str]:
+        """Every metric name some strategy has a score for."""
+        return self._read(lambda s: list(s.scalars(queries.metric_names(scope)).all()))
+
+    def score_history(self, strategy_id: int) -> dict[str, builtins.list[tuple[int, float]]]:
+        """Each metric's values over the steps they were recorded at."""
+        self.get(strategy_id)  # StrategyNotFound for an unknown id
+
+        def work(s: Session) -> dict[str, builtins.list[tuple[int, float]]]:
+            out: dict[str, builtins.list[tuple[int, float]]] = defaultdict(builtins.list)
+            for metric, step, value, kind in s.execute(queries.score_history(strategy_id)):
+                out[metric].append((step, encoding.decode_score(value, kind)))
+            return dict(out)
+
+        return self._read(work)
 
     def best(
         self, metric: str, scope: str = "default", higher_is_better: bool = True
@@ -490,6 +513,16 @@ class Registry:
         return found[0] if found else None
 
     def _list(self, f: queries.Filters) -> builtins.list[StrategyRecord]:
+        self._check_filters(f)
+
+        def work(s: Session) -> builtins.list[StrategyRecord]:
+            rows = s.scalars(queries.strategies(f)).all()
+            return self._records(s, rows)
+
+        return self._read(work)
+
+    @staticmethod
+    def _check_filters(f: queries.Filters) -> None:
         if f.state is not None:
             encoding.choice(f.state, STATES, what="state")
         if f.lifecycle is not None:
@@ -503,12 +536,8 @@ class Registry:
         for label, v in (("min_value", f.min_value), ("max_value", f.max_value)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
                 raise InvalidArgument(f"{label} must be a number (not NaN), got {v!r}")
-
-        def work(s: Session) -> builtins.list[StrategyRecord]:
-            rows = s.scalars(queries.strategies(f)).all()
-            return self._records(s, rows)
-
-        return self._read(work)
+        if isinstance(f.offset, bool) or not isinstance(f.offset, int) or f.offset < 0:
+            raise InvalidArgument(f"offset must be a non-negative integer, got {f.offset!r}")
 
     def plugin_enablement(self, scope: str = "default") -> dict[str, int | None]:
         """Each plugin named by a strategy of ``scope`` -> id of the active strategy enabling it."""

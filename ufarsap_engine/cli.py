@@ -299,6 +299,44 @@ class _batch_progress:
             self.bar.stop()
 
 
+# --- dashboard -------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@REGISTRY_OPT
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False), help="Folder of run directories to show (e.g. runs/).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback exposes it.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--write-token", envvar="UFARSAP_DASHBOARD_TOKEN", metavar="TOKEN",
+              help="Allow activate/retire from the browser with this token (or UFARSAP_DASHBOARD_TOKEN); "
+                   "without it the dashboard is read-only.")
+def dashboard(registry_url, runs_dir, host, port, write_token) -> None:
+    """Serve a web dashboard of strategies, runs, evolution rounds and plugins."""
+    from pathlib import Path
+
+    import uvicorn
+
+    from ufarsap_engine.dashboard import create_app
+    from ufarsap_registry import default_url
+
+    url = registry_url or default_url()
+    with _open(url):  # a missing or out-of-date registry is one line here, not an error page
+        pass
+    if runs_dir and not Path(runs_dir).is_dir():
+        raise UserError(f"--runs {runs_dir}: no such folder")
+    if write_token is not None and len(write_token) < 8:
+        raise UserError("--write-token must be at least 8 characters")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding to {host} makes the dashboard reachable from other machines", err=True)
+    click.echo(f"dashboard: http://{host}:{port}/ (registry: {_location_of(url)}; "
+               f"{'writable with the token' if write_token else 'read-only'}; Ctrl-C stops it)", err=True)
+    uvicorn.run(create_app(url, runs_dir, write_token), host=host, port=port, log_level="warning")
+
+
+def _location_of(url: str) -> str:
+    from ufarsap_registry import redact
+    return redact(url)
+
+
 # --- plugins ---------------------------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)
