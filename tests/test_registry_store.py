@@ -474,3 +474,25 @@ def test_one_registry_is_safe_to_share_between_threads(registry):
     assert errors == []
     assert sorted((r.params["t"], r.params["i"]) for r in registry.list()) == [
         (t, i) for t in range(4) for i in range(15)]
+
+
+def test_pages_counts_metric_names_and_score_history(registry):
+    """What the dashboard pages with: ``offset`` pages through the same order ``count`` counts,
+    filters included; ``score_history`` keeps every step; an unknown id is not found."""
+    ids = [registry.add_strategy(plugins=["safety.toxicity"] if i % 2 else ["safety.privacy"], params={"i": i},
+                                 origin="explore") for i in range(7)]
+    for n, sid in enumerate(ids):
+        registry.record_scores(sid, {"reward": n / 10}, step=1)
+    registry.record_scores(ids[0], {"reward": 0.9, "kl": 0.5}, step=2)
+    ranked = [r.id for r in registry.list(metric="reward")]
+    pages = [registry.list(metric="reward", limit=3, offset=o) for o in (0, 3, 6)]
+    assert [r.id for page in pages for r in page] == ranked and [len(p) for p in pages] == [3, 3, 1]
+    assert registry.count(metric="reward") == 7 and registry.count(plugin="safety.toxicity") == 3
+    assert registry.count(metric="kl") == 1 and registry.count(metric="reward", min_value=0.45) == 3
+    assert registry.count(plugin="x' OR '1'='1") == 0
+    assert registry.metric_names() == ["kl", "reward"]
+    assert registry.score_history(ids[0]) == {"reward": [(1, 0.0), (2, 0.9)], "kl": [(2, 0.5)]}
+    with pytest.raises(StrategyNotFound):
+        registry.score_history(10**9)
+    with pytest.raises(InvalidArgument, match="offset"):
+        registry.list(offset=-1)
