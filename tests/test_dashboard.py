@@ -270,3 +270,34 @@ def test_a_headless_browser_sees_the_pages_a_plot_and_activates_with_the_token(t
         driver.quit()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.postgres
+def test_the_dashboard_serves_a_postgresql_registry(pg_registry_url, tmp_path):
+    from ufarsap_registry import open_registry
+
+    with open_registry(pg_registry_url) as reg:
+        root = reg.add_strategy(plugins=["safety.toxicity"], params={}, origin="seed", state="complete")
+        child = reg.add_strategy(plugins=["safety.toxicity", "safety.privacy"], params={"x": 1}, origin="explore",
+                                 parent_id=root, state="complete")
+        reg.record_scores(root, {"objective": 0.4}, step=10)
+        reg.record_scores(child, {"objective": 0.5}, step=10)
+        reg.record_scores(child, {"objective": 0.6}, step=20)
+    (tmp_path / "runs").mkdir()
+    proc, base = start_dashboard(pg_registry_url, tmp_path / "runs")
+    try:
+        status, body = get(base + "/strategies?metric=objective")
+        assert status == 200 and body.index(f'href="/strategies/{child}"') < body.index(f'href="/strategies/{root}"')
+        assert "ufarsap:ufarsap@" not in body  # the password is never shown
+        status, body = get(base + f"/strategies/{child}")
+        assert status == 200 and 'id="scores-plot"' in body and f'href="/strategies/{root}"' in body
+        jar = CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        get(base + f"/strategies/{child}", browser)
+        csrf = next(c.value for c in jar if c.name == "ufarsap_csrf")
+        assert post(base, f"/strategies/{child}/activate", {"token": TOKEN, "csrf": csrf}, browser)[0] == 200
+        with open_registry(pg_registry_url, read_only=True) as reg:
+            assert reg.active_strategy().id == child
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
